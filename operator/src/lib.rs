@@ -1,0 +1,2 @@
+//! Millrace operator: reconciles `StreamPipeline` resources into the worker
+//! Deployments, Kafka topics, a Mosquitto broker and Grafana.

@@ -1,0 +1,438 @@
+//! The pipeline configuration: one set of types for the worker's YAML file
+//! and the `StreamPipeline` spec, so the file format, the CRD schema and
+//! the docs cannot drift apart.
+//!
+//! Secrets never appear here: credentials are read by the worker from the
+//! environment (or files) whose names are documented on each type, and the
+//! operator fills those from Kubernetes Secrets.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// A whole pipeline: where machine data comes from, the Kafka topics that
+/// carry it, the joins to derive, and where results go.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PipelineConfig {
+    /// The MQTT broker and subscription that machine messages arrive on.
+    #[serde(default)]
+    pub mqtt: MqttSource,
+    /// How a wide machine message is read: which fields hold the machine
+    /// name, the timestamp and the message id, and which quantities to keep.
+    #[serde(default)]
+    pub payload: PayloadFormat,
+    /// Kafka connection and topics. Without it the worker runs every stage in
+    /// one process, linked in memory (embedded mode).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kafka: Option<KafkaConfig>,
+    /// Join rules: each pairs two quantities of a machine in time and derives
+    /// a new one.
+    #[serde(default)]
+    pub joins: Vec<JoinRuleConfig>,
+    /// The InfluxDB 1.x database that raw and joined records are written to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub influxdb: Option<InfluxDbTarget>,
+    /// Where records that cannot be processed go, with their reason.
+    #[serde(default)]
+    pub dead_letter: DeadLetterConfig,
+}
+
+/// The MQTT source.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MqttSource {
+    /// Broker URL, `mqtt://host:port` (or `mqtts://` for TLS).
+    #[serde(default = "default_mqtt_url")]
+    pub url: String,
+    /// Topic filters to subscribe to.
+    #[serde(default = "default_mqtt_topics")]
+    pub topics: Vec<String>,
+    /// MQTT quality of service for the subscription: 0, 1 or 2.
+    #[serde(default = "default_qos")]
+    #[schemars(range(min = 0, max = 2))]
+    pub qos: u8,
+    /// Client id prefix; each worker appends its own suffix.
+    #[serde(default = "default_client_id")]
+    pub client_id: String,
+    /// Shared-subscription group (`$share/GROUP/...`) so that several ingest
+    /// workers split the messages between them. Empty: plain subscription.
+    #[serde(default = "default_share_group")]
+    pub share_group: String,
+    /// Largest message accepted, in bytes; larger ones go to the dead letters.
+    #[serde(default = "default_max_message_bytes")]
+    pub max_message_bytes: usize,
+    /// Username and password come from `MILLRACE_MQTT_USERNAME` and
+    /// `MILLRACE_MQTT_PASSWORD` (or `..._FILE`); this names the Kubernetes
+    /// Secret the operator maps into them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials: Option<SecretCredentials>,
+}
+
+/// How a wide machine message is read.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PayloadFormat {
+    /// Field that names the machine.
+    #[serde(default = "default_thing_field")]
+    pub thing_field: String,
+    /// Field that holds the timestamp: epoch seconds, milliseconds,
+    /// microseconds or nanoseconds (told apart by magnitude) or RFC 3339.
+    #[serde(default = "default_timestamp_field")]
+    pub timestamp_field: String,
+    /// Field that holds the message id (kept out of the quantities).
+    #[serde(default = "default_id_field")]
+    pub id_field: String,
+    /// Regular expression a field name must match to be forwarded as a
+    /// quantity. Empty: every numeric field is a quantity.
+    #[serde(default)]
+    pub quantities: String,
+}
+
+/// Kafka connection and topics.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// Comma-separated `host:port` list.
+    pub bootstrap_servers: String,
+    /// Consumer group prefix; each stage appends its name.
+    #[serde(default = "default_group_id")]
+    pub group_id: String,
+    /// The topics of the pipeline.
+    #[serde(default)]
+    pub topics: Topics,
+    /// How often the join stage commits its Kafka transaction.
+    #[serde(default = "default_transaction_interval", with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub transaction_interval: Duration,
+    /// Extra librdkafka properties for every client (e.g. security settings
+    /// that are not secret).
+    #[serde(default)]
+    pub properties: BTreeMap<String, String>,
+}
+
+/// The three topics of a pipeline.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Topics {
+    /// Narrow records from ingest, keyed by machine.
+    #[serde(default = "default_raw_topic")]
+    pub raw: TopicSpec,
+    /// Joined records from the join stage, keyed by machine.
+    #[serde(default = "default_joined_topic")]
+    pub joined: TopicSpec,
+    /// Records that could not be processed, with the reason.
+    #[serde(default = "default_dead_letter_topic")]
+    pub dead_letter: TopicSpec,
+}
+
+/// One Kafka topic.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TopicSpec {
+    /// Topic name.
+    pub name: String,
+    /// Number of partitions. It can be increased later, never decreased.
+    #[serde(default = "default_partitions")]
+    #[schemars(range(min = 1))]
+    pub partitions: i32,
+    /// Replication factor.
+    #[serde(default = "default_replication")]
+    #[schemars(range(min = 1))]
+    pub replication_factor: i32,
+    /// Topic configs, e.g. `retention.ms`.
+    #[serde(default)]
+    pub config: BTreeMap<String, String>,
+}
+
+/// Which of two paired records' times the joined record carries.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum TimePolicy {
+    /// The mean of both times.
+    #[default]
+    Mean,
+    /// The earlier of both times.
+    Earlier,
+    /// The later of both times.
+    Later,
+}
+
+/// A join rule: pairs each record of the left quantity with its neighbours in
+/// the right quantity (see the join spec) and derives a new quantity.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct JoinRuleConfig {
+    /// Name of the rule, unique in the pipeline.
+    pub name: String,
+    /// Left quantity: an exact name or a regular expression over the whole
+    /// quantity name. Capture groups shared with `right` join like with like.
+    pub left: String,
+    /// Right quantity, as `left`.
+    pub right: String,
+    /// Name of the derived quantity; may use capture groups (`vaPower_$1`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<String>,
+    /// Arithmetic over `left` and `right`, e.g. `2*pi/60*left*right`.
+    /// Default: `left*right`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expression: Option<String>,
+    /// Time of the joined record.
+    #[serde(default)]
+    pub time: TimePolicy,
+    /// Pairs further apart than this are dropped (e.g. `500ms`).
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "humantime_serde")]
+    #[schemars(with = "Option<String>")]
+    pub max_delta: Option<Duration>,
+    /// Emit a pair of the second kind anyway when its certainty has not
+    /// come within this time. Determinism then holds only for data less late.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "humantime_serde")]
+    #[schemars(with = "Option<String>")]
+    pub max_latency: Option<Duration>,
+    /// Records up to this much older than their side's newest are still put
+    /// in order rather than reported late.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "humantime_serde")]
+    #[schemars(with = "Option<String>")]
+    pub reorder_window: Option<Duration>,
+}
+
+/// The InfluxDB 1.x target.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct InfluxDbTarget {
+    /// Base URL, e.g. `http://influxdb:8086`.
+    pub url: String,
+    /// Database; created when missing.
+    #[serde(default = "default_database")]
+    pub database: String,
+    /// Measurement that points are written to.
+    #[serde(default = "default_measurement")]
+    pub measurement: String,
+    /// Extra tags put on every point.
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+    /// What to export: `raw`, `joined` or both.
+    #[serde(default = "default_export_streams")]
+    pub export: Vec<ExportStream>,
+    /// Points per write request.
+    #[serde(default = "default_batch_size")]
+    #[schemars(range(min = 1))]
+    pub batch_size: usize,
+    /// Longest a point waits before its batch is written.
+    #[serde(default = "default_flush_interval", with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub flush_interval: Duration,
+    /// Username and password come from `MILLRACE_INFLUXDB_USERNAME` and
+    /// `MILLRACE_INFLUXDB_PASSWORD` (or `..._FILE`); this names the
+    /// Kubernetes Secret the operator maps into them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials: Option<SecretCredentials>,
+}
+
+/// A stream the export stage writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ExportStream {
+    /// Narrow records as ingested.
+    Raw,
+    /// Joined records.
+    Joined,
+}
+
+/// A reference to a Kubernetes Secret holding a username and a password.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SecretCredentials {
+    /// Name of the Secret, in the pipeline's namespace.
+    pub secret_name: String,
+    /// Key of the username in the Secret.
+    #[serde(default = "default_username_key")]
+    pub username_key: String,
+    /// Key of the password in the Secret.
+    #[serde(default = "default_password_key")]
+    pub password_key: String,
+}
+
+/// Where dead letters go.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DeadLetterConfig {
+    /// In embedded mode, the JSONL file dead letters are appended to.
+    /// Default: `dead-letters.jsonl` in the working directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+}
+
+/// A configuration that cannot be used, with the path of the bad field.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("{path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("{field}: {message}")]
+    Invalid { field: String, message: String },
+}
+
+impl PipelineConfig {
+    /// Reads and validates a YAML (or JSON) configuration file.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::from_yaml(&text).map_err(|e| match e {
+            ConfigError::Parse { message, .. } => ConfigError::Parse {
+                path: path.display().to_string(),
+                message,
+            },
+            other => other,
+        })
+    }
+
+    /// Parses and validates YAML text.
+    pub fn from_yaml(text: &str) -> Result<Self, ConfigError> {
+        let config: PipelineConfig = serde_yaml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: "<config>".into(),
+            message: e.to_string(),
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks what the types cannot: value ranges, unique names, and that
+    /// every join rule compiles.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.mqtt.qos > 2 {
+            return Err(invalid("mqtt.qos", "must be 0, 1 or 2"));
+        }
+        if !self.payload.quantities.is_empty() {
+            regex::Regex::new(&self.payload.quantities)
+                .map_err(|e| invalid("payload.quantities", &e.to_string()))?;
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for (i, rule) in self.joins.iter().enumerate() {
+            if !names.insert(rule.name.as_str()) {
+                return Err(invalid(&format!("joins[{i}].name"), &format!("duplicate rule name {:?}", rule.name)));
+            }
+        }
+        if let Some(kafka) = &self.kafka {
+            for (field, topic) in [("raw", &kafka.topics.raw), ("joined", &kafka.topics.joined), ("deadLetter", &kafka.topics.dead_letter)] {
+                if topic.name.is_empty() {
+                    return Err(invalid(&format!("kafka.topics.{field}.name"), "must not be empty"));
+                }
+                if topic.partitions < 1 {
+                    return Err(invalid(&format!("kafka.topics.{field}.partitions"), "must be at least 1"));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn invalid(field: &str, message: &str) -> ConfigError {
+    ConfigError::Invalid { field: field.into(), message: message.into() }
+}
+
+impl Default for MqttSource {
+    fn default() -> Self {
+        Self {
+            url: default_mqtt_url(),
+            topics: default_mqtt_topics(),
+            qos: default_qos(),
+            client_id: default_client_id(),
+            share_group: default_share_group(),
+            max_message_bytes: default_max_message_bytes(),
+            credentials: None,
+        }
+    }
+}
+
+impl Default for PayloadFormat {
+    fn default() -> Self {
+        Self {
+            thing_field: default_thing_field(),
+            timestamp_field: default_timestamp_field(),
+            id_field: default_id_field(),
+            quantities: String::new(),
+        }
+    }
+}
+
+impl Default for Topics {
+    fn default() -> Self {
+        Self { raw: default_raw_topic(), joined: default_joined_topic(), dead_letter: default_dead_letter_topic() }
+    }
+}
+
+impl TopicSpec {
+    /// A topic with default partitions, replication and no configs.
+    pub fn named(name: &str) -> Self {
+        Self { name: name.into(), partitions: default_partitions(), replication_factor: default_replication(), config: BTreeMap::new() }
+    }
+}
+
+fn default_mqtt_url() -> String { "mqtt://127.0.0.1:1883".into() }
+fn default_mqtt_topics() -> Vec<String> { vec!["machines/#".into()] }
+fn default_qos() -> u8 { 1 }
+fn default_client_id() -> String { "millrace".into() }
+fn default_share_group() -> String { "millrace".into() }
+fn default_max_message_bytes() -> usize { 256 * 1024 }
+fn default_thing_field() -> String { "Thing".into() }
+fn default_timestamp_field() -> String { "Timestamp".into() }
+fn default_id_field() -> String { "id".into() }
+fn default_group_id() -> String { "millrace".into() }
+fn default_transaction_interval() -> Duration { Duration::from_millis(100) }
+fn default_raw_topic() -> TopicSpec { TopicSpec::named("millrace.raw") }
+fn default_joined_topic() -> TopicSpec { TopicSpec::named("millrace.joined") }
+fn default_dead_letter_topic() -> TopicSpec { TopicSpec::named("millrace.dead-letter") }
+fn default_partitions() -> i32 { 6 }
+fn default_replication() -> i32 { 1 }
+fn default_database() -> String { "millrace".into() }
+fn default_measurement() -> String { "machine".into() }
+fn default_export_streams() -> Vec<ExportStream> { vec![ExportStream::Raw, ExportStream::Joined] }
+fn default_batch_size() -> usize { 5000 }
+fn default_flush_interval() -> Duration { Duration::from_millis(200) }
+fn default_username_key() -> String { "username".into() }
+fn default_password_key() -> String { "password".into() }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_config_takes_defaults() {
+        let c = PipelineConfig::from_yaml("{}").unwrap();
+        assert_eq!(c.payload.thing_field, "Thing");
+        assert_eq!(c.mqtt.qos, 1);
+        assert!(c.kafka.is_none());
+    }
+
+    #[test]
+    fn unknown_field_is_named() {
+        let e = PipelineConfig::from_yaml("mqtt:\n  urll: x\n").unwrap_err().to_string();
+        assert!(e.contains("urll"), "{e}");
+    }
+
+    #[test]
+    fn durations_read_as_humantime() {
+        let c = PipelineConfig::from_yaml(
+            "joins:\n- name: p\n  left: a\n  right: b\n  maxDelta: 500ms\n",
+        )
+        .unwrap();
+        assert_eq!(c.joins[0].max_delta, Some(Duration::from_millis(500)));
+    }
+
+    #[test]
+    fn duplicate_rule_names_point_at_the_second() {
+        let e = PipelineConfig::from_yaml(
+            "joins:\n- {name: p, left: a, right: b}\n- {name: p, left: c, right: d}\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.starts_with("joins[1].name"), "{e}");
+    }
+}

@@ -1,0 +1,9 @@
+//! Millrace worker: turns wide MQTT machine messages into narrow records,
+//! joins them deterministically in time, and exports them to InfluxDB.
+//!
+//! Data flows one way: MQTT bytes -> wide message -> narrow records ->
+//! joined records -> points; each step a function of the previous one, with
+//! I/O only at the two ends of a stage.
+
+pub mod config;
+pub mod record;

@@ -1,0 +1,142 @@
+//! The narrow record (one quantity of one machine at one time) and the
+//! timestamps it carries.
+
+use serde::{Deserialize, Serialize};
+
+/// One measured value: the Kafka value of the raw topic, as JSON
+/// `{"thing":"R0815","quantity":"actSpeed_C11","phenomenonTime":1554096380468,"result":288.2}`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NarrowRecord {
+    pub thing: String,
+    pub quantity: String,
+    /// The time exactly as it was read (a number or an RFC 3339 string), so
+    /// that outputs can be traced back to their inputs.
+    pub phenomenon_time: serde_json::Value,
+    pub result: f64,
+}
+
+impl NarrowRecord {
+    /// The record's time in epoch nanoseconds.
+    pub fn time_nanos(&self) -> Result<i64, TimestampError> {
+        parse_timestamp(&self.phenomenon_time)
+    }
+}
+
+/// A timestamp that cannot be read.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum TimestampError {
+    #[error("timestamp {0} is not a finite number")]
+    NotFinite(String),
+    #[error("timestamp {0:?} is neither epoch seconds/ms/us/ns nor RFC 3339")]
+    Unreadable(String),
+    #[error("timestamp is {0}, expected a number or an RFC 3339 string")]
+    WrongType(&'static str),
+    #[error("timestamp {0} is before 1970 or too far in the future")]
+    OutOfRange(String),
+}
+
+/// Unit of an epoch number, told apart by magnitude as the seed does:
+/// below 1e11 seconds, below 1e14 milliseconds, below 1e17 microseconds,
+/// otherwise nanoseconds.
+pub fn epoch_to_nanos(value: f64) -> Result<i64, TimestampError> {
+    if !value.is_finite() {
+        return Err(TimestampError::NotFinite(value.to_string()));
+    }
+    if value < 0.0 {
+        return Err(TimestampError::OutOfRange(value.to_string()));
+    }
+    let nanos = if value < 1e11 {
+        value * 1e9
+    } else if value < 1e14 {
+        value * 1e6
+    } else if value < 1e17 {
+        value * 1e3
+    } else {
+        value
+    };
+    if nanos >= i64::MAX as f64 {
+        return Err(TimestampError::OutOfRange(value.to_string()));
+    }
+    Ok(nanos.round() as i64)
+}
+
+/// Integer epoch values keep full precision (a float loses nanoseconds).
+pub fn epoch_int_to_nanos(value: i64) -> Result<i64, TimestampError> {
+    if value < 0 {
+        return Err(TimestampError::OutOfRange(value.to_string()));
+    }
+    let nanos = if value < 100_000_000_000 {
+        value.checked_mul(1_000_000_000)
+    } else if value < 100_000_000_000_000 {
+        value.checked_mul(1_000_000)
+    } else if value < 100_000_000_000_000_000 {
+        value.checked_mul(1_000)
+    } else {
+        Some(value)
+    };
+    nanos.ok_or_else(|| TimestampError::OutOfRange(value.to_string()))
+}
+
+/// Reads a JSON timestamp: an epoch number in any of four units, a numeric
+/// string, or RFC 3339.
+pub fn parse_timestamp(value: &serde_json::Value) -> Result<i64, TimestampError> {
+    use serde_json::Value;
+    match value {
+        Value::Number(n) => match n.as_i64() {
+            Some(i) => epoch_int_to_nanos(i),
+            None => epoch_to_nanos(n.as_f64().unwrap_or(f64::NAN)),
+        },
+        Value::String(s) => parse_timestamp_str(s),
+        Value::Null => Err(TimestampError::WrongType("null")),
+        Value::Bool(_) => Err(TimestampError::WrongType("a boolean")),
+        Value::Array(_) => Err(TimestampError::WrongType("an array")),
+        Value::Object(_) => Err(TimestampError::WrongType("an object")),
+    }
+}
+
+/// Reads a timestamp given as text.
+pub fn parse_timestamp_str(s: &str) -> Result<i64, TimestampError> {
+    let t = s.trim();
+    if let Ok(i) = t.parse::<i64>() {
+        return epoch_int_to_nanos(i);
+    }
+    if let Ok(f) = t.parse::<f64>() {
+        return epoch_to_nanos(f);
+    }
+    chrono::DateTime::parse_from_rfc3339(t)
+        .ok()
+        .and_then(|d| d.timestamp_nanos_opt())
+        .filter(|n| *n >= 0)
+        .ok_or_else(|| TimestampError::Unreadable(s.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn units_are_told_apart_by_magnitude() {
+        let ms = 1_554_096_380_468_i64;
+        let want = ms * 1_000_000;
+        assert_eq!(parse_timestamp(&json!(1_554_096_380)).unwrap(), 1_554_096_380 * 1_000_000_000);
+        assert_eq!(parse_timestamp(&json!(ms)).unwrap(), want);
+        assert_eq!(parse_timestamp(&json!(ms * 1000)).unwrap(), want);
+        assert_eq!(parse_timestamp(&json!(ms * 1_000_000)).unwrap(), want);
+        assert_eq!(parse_timestamp(&json!(1_554_096_380.468)).unwrap(), want);
+    }
+
+    #[test]
+    fn rfc3339_and_numeric_strings() {
+        assert_eq!(parse_timestamp(&json!("2019-04-01T05:26:20.468Z")).unwrap(), 1_554_096_380_468_000_000);
+        assert_eq!(parse_timestamp(&json!("1554096380468")).unwrap(), 1_554_096_380_468_000_000);
+    }
+
+    #[test]
+    fn bad_timestamps_say_why() {
+        assert!(matches!(parse_timestamp(&json!("yesterday")), Err(TimestampError::Unreadable(_))));
+        assert!(matches!(parse_timestamp(&json!(null)), Err(TimestampError::WrongType("null"))));
+        assert!(matches!(parse_timestamp(&json!(-5)), Err(TimestampError::OutOfRange(_))));
+    }
+}
