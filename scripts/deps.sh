@@ -42,7 +42,9 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 # A package's own service may have started anyway where no policy applies.
-for svc in mosquitto influxd etcd; do pkill -x "$svc" 2>/dev/null || true; done
+# Only the packaged services (run as their system users) are stopped, never a
+# test's own instance.
+for svc in mosquitto influxdb etcd; do pkill -u "$svc" 2>/dev/null || true; done
 
 # --- Python tools, in one venv under the cache --------------------------------
 VENV="$CACHE/venv"
@@ -50,7 +52,11 @@ if [ ! -x "$VENV/bin/python" ]; then
   log "creating venv $VENV"
   python3 -m venv "$VENV"
 fi
-pip_has() { "$VENV/bin/pip" show "$1" 2>/dev/null | grep -qx "Version: $2"; }
+pip_has() {
+  # Capture first: grep -q closing the pipe early would fail under pipefail.
+  local info; info=$("$VENV/bin/pip" show "$1" 2>/dev/null) || return 1
+  grep -qx "Version: $2" <<<"$info"
+}
 if ! pip_has noida-db "$NOIDA_VERSION"; then
   log "pip: noida-db $NOIDA_VERSION"
   req=$(mktemp); echo "noida-db==$NOIDA_VERSION --hash=sha256:$NOIDA_SHA256" >"$req"
