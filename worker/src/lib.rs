@@ -7,3 +7,5 @@
 
 pub mod config;
 pub mod record;
+pub mod dead_letter;
+pub mod wide;

@@ -1,0 +1,110 @@
+//! Dead letters: input a stage could not use, kept with the reason and the
+//! original bytes so that nothing is lost silently.
+
+use serde::{Deserialize, Serialize};
+
+/// Why an input could not be used. The `as_str` names are the metric label
+/// values and the `reason` field of the dead-letter envelope.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reason {
+    /// The bytes are not JSON (or not UTF-8).
+    MalformedJson,
+    /// Valid JSON, but not an object.
+    NotAnObject,
+    /// A required field (thing or timestamp) is absent.
+    MissingField,
+    /// A field has the wrong JSON type.
+    WrongType,
+    /// A quantity is NaN or infinite.
+    NonFiniteValue,
+    /// The message is larger than the configured limit.
+    Oversized,
+    /// The timestamp cannot be read.
+    BadTimestamp,
+    /// A record older than its side's last accepted one (join stage).
+    Late,
+}
+
+impl Reason {
+    pub const ALL: [Reason; 8] = [
+        Reason::MalformedJson,
+        Reason::NotAnObject,
+        Reason::MissingField,
+        Reason::WrongType,
+        Reason::NonFiniteValue,
+        Reason::Oversized,
+        Reason::BadTimestamp,
+        Reason::Late,
+    ];
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Reason::MalformedJson => "malformed_json",
+            Reason::NotAnObject => "not_an_object",
+            Reason::MissingField => "missing_field",
+            Reason::WrongType => "wrong_type",
+            Reason::NonFiniteValue => "non_finite_value",
+            Reason::Oversized => "oversized",
+            Reason::BadTimestamp => "bad_timestamp",
+            Reason::Late => "late",
+        }
+    }
+}
+
+impl std::fmt::Display for Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A rejected input: what was wrong, where it came from, and its bytes.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    pub reason: Reason,
+    /// A sentence a person can act on, e.g. `field "Timestamp" is missing`.
+    pub detail: String,
+    /// Where the input came from: an MQTT topic, a Kafka topic/partition/offset.
+    pub source: String,
+    /// The original bytes, as text when they are UTF-8.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload: Option<String>,
+    /// The original bytes, base64, when they are not UTF-8.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload_base64: Option<String>,
+}
+
+impl DeadLetter {
+    pub fn new(reason: Reason, detail: impl Into<String>, source: impl Into<String>, bytes: &[u8]) -> Self {
+        let (payload, payload_base64) = match std::str::from_utf8(bytes) {
+            Ok(s) => (Some(s.to_string()), None),
+            Err(_) => (None, Some(base64_encode(bytes))),
+        };
+        Self { reason, detail: detail.into(), source: source.into(), payload, payload_base64 }
+    }
+
+    /// The JSON line written to the dead-letter topic or file.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("a dead letter always serializes")
+    }
+}
+
+fn base64_encode(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utf8_payload_stays_text_and_binary_becomes_base64() {
+        let d = DeadLetter::new(Reason::MalformedJson, "not JSON", "machines/a", b"{oops");
+        assert_eq!(d.payload.as_deref(), Some("{oops"));
+        let d = DeadLetter::new(Reason::MalformedJson, "not UTF-8", "machines/a", &[0xff, 0xfe]);
+        assert_eq!(d.payload_base64.as_deref(), Some("//4="));
+        let json: serde_json::Value = serde_json::from_str(&d.to_json()).unwrap();
+        assert_eq!(json["reason"], "malformed_json");
+    }
+}
