@@ -9,3 +9,4 @@ pub mod config;
 pub mod record;
 pub mod dead_letter;
 pub mod wide;
+pub mod line_protocol;
