@@ -10,3 +10,5 @@ pub mod record;
 pub mod dead_letter;
 pub mod wide;
 pub mod line_protocol;
+pub mod metrics;
+pub mod health;
