@@ -12,3 +12,4 @@ pub mod wide;
 pub mod line_protocol;
 pub mod metrics;
 pub mod health;
+pub mod credentials;
