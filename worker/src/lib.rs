@@ -13,3 +13,4 @@ pub mod line_protocol;
 pub mod metrics;
 pub mod health;
 pub mod credentials;
+pub mod influx;

@@ -1,0 +1,141 @@
+//! The InfluxDB 1.x HTTP API: create the database, write line-protocol
+//! batches (retrying with backoff while the server is away), and query.
+
+use std::time::Duration;
+
+use crate::config::InfluxDbTarget;
+use crate::credentials::Credentials;
+use crate::line_protocol::PRECISION;
+
+#[derive(Debug, thiserror::Error)]
+pub enum InfluxError {
+    /// The server could not be reached or answered 5xx: worth retrying.
+    #[error("InfluxDB at {url} is unavailable: {detail}")]
+    Unavailable { url: String, detail: String },
+    /// The server refused the request (4xx): retrying will not help.
+    #[error("InfluxDB at {url} refused the request ({status}): {detail}")]
+    Refused { url: String, status: u16, detail: String },
+}
+
+impl InfluxError {
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, InfluxError::Unavailable { .. })
+    }
+}
+
+#[derive(Clone)]
+pub struct InfluxClient {
+    http: reqwest::Client,
+    url: String,
+    database: String,
+    credentials: Option<Credentials>,
+}
+
+impl InfluxClient {
+    pub fn new(target: &InfluxDbTarget, credentials: Option<Credentials>) -> Self {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .expect("a plain HTTP client always builds");
+        Self { http, url: target.url.trim_end_matches('/').to_string(), database: target.database.clone(), credentials }
+    }
+
+    pub fn database(&self) -> &str {
+        &self.database
+    }
+
+    fn auth(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.credentials {
+            Some(c) => req.basic_auth(&c.username, Some(&c.password)),
+            None => req,
+        }
+    }
+
+    async fn send(&self, req: reqwest::RequestBuilder) -> Result<String, InfluxError> {
+        let response = self.auth(req).send().await.map_err(|e| InfluxError::Unavailable {
+            url: self.url.clone(),
+            detail: without_url(&e),
+        })?;
+        let status = response.status();
+        let body = response.text().await.unwrap_or_default();
+        if status.is_success() {
+            Ok(body)
+        } else if status.is_server_error() {
+            Err(InfluxError::Unavailable { url: self.url.clone(), detail: format!("{status}: {}", body.trim()) })
+        } else {
+            Err(InfluxError::Refused { url: self.url.clone(), status: status.as_u16(), detail: body.trim().to_string() })
+        }
+    }
+
+    /// `CREATE DATABASE` is idempotent in InfluxDB 1.x.
+    pub async fn ensure_database(&self) -> Result<(), InfluxError> {
+        let q = format!("CREATE DATABASE \"{}\"", self.database.replace('"', "\\\""));
+        self.send(self.http.post(format!("{}/query", self.url)).form(&[("q", q.as_str())])).await.map(drop)
+    }
+
+    /// Writes one batch of line protocol (nanosecond timestamps).
+    pub async fn write(&self, body: String) -> Result<(), InfluxError> {
+        let req = self
+            .http
+            .post(format!("{}/write", self.url))
+            .query(&[("db", self.database.as_str()), ("precision", PRECISION)])
+            .body(body);
+        self.send(req).await.map(drop)
+    }
+
+    /// Writes a batch, retrying unavailability with exponential backoff (up
+    /// to `max_backoff` between tries) until it succeeds, the server refuses
+    /// it, or `give_up` says so. `on_retry` is told of every failed try.
+    pub async fn write_with_retry(
+        &self,
+        body: String,
+        max_backoff: Duration,
+        mut on_retry: impl FnMut(&InfluxError),
+        give_up: impl Fn() -> bool,
+    ) -> Result<(), InfluxError> {
+        let mut backoff = Duration::from_millis(100);
+        let mut database_checked = false;
+        loop {
+            match self.write(body.clone()).await {
+                Ok(()) => return Ok(()),
+                // A database dropped or never created: create it and go on.
+                Err(InfluxError::Refused { status: 404, .. }) if !database_checked => {
+                    database_checked = true;
+                    if let Err(e) = self.ensure_database().await {
+                        on_retry(&e);
+                    }
+                }
+                Err(e) if e.is_retryable() && !give_up() => {
+                    on_retry(&e);
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(max_backoff);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Runs an InfluxQL query and returns the JSON answer.
+    pub async fn query(&self, q: &str) -> Result<serde_json::Value, InfluxError> {
+        let req = self.http.get(format!("{}/query", self.url)).query(&[("db", self.database.as_str()), ("q", q)]);
+        let body = self.send(req).await?;
+        serde_json::from_str(&body).map_err(|e| InfluxError::Unavailable { url: self.url.clone(), detail: format!("bad JSON answer: {e}") })
+    }
+}
+
+/// reqwest errors can carry the URL with credentials in it; keep the kind.
+fn without_url(e: &reqwest::Error) -> String {
+    let kind = if e.is_connect() {
+        "cannot connect"
+    } else if e.is_timeout() {
+        "timed out"
+    } else if e.is_body() || e.is_decode() {
+        "bad response"
+    } else {
+        "request failed"
+    };
+    match std::error::Error::source(e) {
+        Some(source) => format!("{kind}: {source}"),
+        None => kind.to_string(),
+    }
+}
