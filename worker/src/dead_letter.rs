@@ -108,3 +108,38 @@ mod tests {
         assert_eq!(json["reason"], "malformed_json");
     }
 }
+
+/// Where a stage sends its dead letters.
+#[derive(Clone)]
+pub enum DeadLetterSink {
+    /// The pipeline's dead-letter topic, keyed by source.
+    Kafka { producer: rdkafka::producer::FutureProducer, topic: String },
+    /// A JSONL file (embedded mode), appended and flushed per letter.
+    File(std::sync::Arc<std::sync::Mutex<std::fs::File>>),
+}
+
+impl DeadLetterSink {
+    pub fn file(path: &std::path::Path) -> std::io::Result<Self> {
+        let file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+        Ok(Self::File(std::sync::Arc::new(std::sync::Mutex::new(file))))
+    }
+
+    /// Stores a letter; the returned delivery completes once it is durable.
+    pub async fn send(&self, letter: &DeadLetter) -> crate::kafka::Delivery {
+        use futures::FutureExt;
+        let line = letter.to_json();
+        match self {
+            DeadLetterSink::Kafka { producer, topic } => {
+                crate::kafka::send(producer, topic, &letter.source, line.as_bytes()).await
+            }
+            DeadLetterSink::File(file) => {
+                use std::io::Write;
+                let result = {
+                    let mut f = file.lock().unwrap_or_else(|p| p.into_inner());
+                    writeln!(f, "{line}").and_then(|_| f.flush())
+                };
+                async move { result.map_err(|e| format!("cannot write a dead letter: {e}")) }.boxed()
+            }
+        }
+    }
+}

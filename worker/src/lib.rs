@@ -14,3 +14,5 @@ pub mod metrics;
 pub mod health;
 pub mod credentials;
 pub mod influx;
+pub mod kafka;
+pub mod ingest;

@@ -1,0 +1,246 @@
+//! The ingest stage: MQTT in, narrow records out.
+//!
+//! Each wide message is split into narrow records, which go to the raw
+//! topic keyed by machine (or, embedded, to the join). The MQTT message is
+//! acknowledged only once all its records (and its dead letter, if any) are
+//! accepted downstream, in arrival order, so a crash loses nothing: the
+//! broker redelivers what was not acknowledged. Messages in flight are
+//! bounded, which pushes back on the broker when downstream is slow.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::stream::{FuturesOrdered, StreamExt};
+use rdkafka::producer::FutureProducer;
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, Publish, QoS};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{MqttSource, PipelineConfig};
+use crate::credentials::Credentials;
+use crate::dead_letter::{DeadLetter, DeadLetterSink};
+use crate::health::Health;
+use crate::kafka::{self, Delivery};
+use crate::record::NarrowRecord;
+use crate::wide::Splitter;
+
+/// Largest number of MQTT messages between arrival and acknowledgement.
+const MAX_IN_FLIGHT: usize = 20_000;
+
+/// Where the records of the ingest stage go.
+pub enum RecordOutput {
+    /// The raw topic, keyed by `thing`.
+    Kafka { producer: FutureProducer, topic: String },
+    /// A bounded channel to the next stage in the same process.
+    Channel(mpsc::Sender<Vec<NarrowRecord>>),
+}
+
+impl RecordOutput {
+    async fn send(&self, records: Vec<NarrowRecord>) -> Delivery {
+        use futures::FutureExt;
+        match self {
+            RecordOutput::Kafka { producer, topic } => {
+                let mut deliveries = Vec::with_capacity(records.len());
+                for r in &records {
+                    let value = serde_json::to_vec(r).expect("a narrow record always serializes");
+                    deliveries.push(kafka::send(producer, topic, &r.thing, &value).await);
+                }
+                async move {
+                    for d in deliveries {
+                        d.await?;
+                    }
+                    Ok(())
+                }
+                .boxed()
+            }
+            RecordOutput::Channel(tx) => {
+                // Waiting for room here is the back-pressure of embedded mode.
+                let result = tx.send(records).await.map_err(|_| "the join stage has stopped".to_string());
+                async move { result }.boxed()
+            }
+        }
+    }
+}
+
+/// The subscription filters, as shared subscriptions when a group is set.
+pub fn subscription_filters(mqtt: &MqttSource) -> Vec<String> {
+    mqtt.topics
+        .iter()
+        .map(|t| if mqtt.share_group.is_empty() { t.clone() } else { format!("$share/{}/{}", mqtt.share_group, t) })
+        .collect()
+}
+
+/// Splits `mqtt://host:port` into host and port (1883 by default).
+pub fn broker_address(url: &str) -> Result<(String, u16), String> {
+    let rest = url
+        .strip_prefix("mqtt://")
+        .or_else(|| url.strip_prefix("tcp://"))
+        .ok_or_else(|| format!("mqtt.url {url:?}: expected mqtt://host:port"))?;
+    let rest = rest.trim_end_matches('/');
+    match rest.rsplit_once(':') {
+        Some((host, port)) => {
+            let port = port.parse().map_err(|_| format!("mqtt.url {url:?}: bad port {port:?}"))?;
+            Ok((host.to_string(), port))
+        }
+        None => Ok((rest.to_string(), 1883)),
+    }
+}
+
+pub fn qos(level: u8) -> QoS {
+    match level {
+        0 => QoS::AtMostOnce,
+        1 => QoS::AtLeastOnce,
+        _ => QoS::ExactlyOnce,
+    }
+}
+
+/// A client id stable across restarts of the same instance, so that the
+/// broker keeps its persistent session.
+pub fn client_id(prefix: &str) -> String {
+    let instance = std::env::var("MILLRACE_INSTANCE")
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .unwrap_or_else(|_| format!("{:08x}", rand::random::<u32>()));
+    format!("{prefix}-ingest-{instance}")
+}
+
+/// Runs ingest until `shutdown`, then acknowledges what is in flight.
+pub async fn run(
+    config: &PipelineConfig,
+    credentials: Option<Credentials>,
+    output: RecordOutput,
+    dead_letters: DeadLetterSink,
+    health: Arc<Health>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let splitter = Splitter::new(&config.payload, config.mqtt.max_message_bytes)?;
+    let (host, port) = broker_address(&config.mqtt.url).map_err(anyhow::Error::msg)?;
+    let mut options = MqttOptions::new(client_id(&config.mqtt.client_id), host, port);
+    options
+        .set_keep_alive(Duration::from_secs(30))
+        .set_clean_session(false)
+        .set_manual_acks(true)
+        .set_max_packet_size(config.mqtt.max_message_bytes + 4096, config.mqtt.max_message_bytes + 4096)
+        .set_request_channel_capacity(MAX_IN_FLIGHT);
+    if let Some(c) = credentials {
+        options.set_credentials(c.username, c.password);
+    }
+    let (client, mut events) = AsyncClient::new(options, 1024);
+    let filters = subscription_filters(&config.mqtt);
+    let qos = qos(config.mqtt.qos);
+    let metrics = health.metrics.stage("ingest");
+
+    let mut pending: FuturesOrdered<futures::future::BoxFuture<'static, (Publish, Result<(), String>)>> = FuturesOrdered::new();
+    let mut reconnect_backoff = Duration::from_millis(100);
+    let mut failure: Option<String> = None;
+    loop {
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => break,
+            Some((publish, result)) = pending.next(), if !pending.is_empty() => {
+                if let Err(e) = result {
+                    // Not acknowledging lets the broker redeliver after restart.
+                    failure = Some(e);
+                    break;
+                }
+                if publish.qos != QoS::AtMostOnce {
+                    let _ = client.try_ack(&publish);
+                }
+            }
+            event = events.poll(), if pending.len() < MAX_IN_FLIGHT => match event {
+                Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                    reconnect_backoff = Duration::from_millis(100);
+                    // A persistent session keeps subscriptions, but a broker
+                    // that lost its state does not: subscribe every time.
+                    for f in &filters {
+                        if let Err(e) = client.try_subscribe(f.as_str(), qos) {
+                            tracing::warn!(filter = %f, error = %e, "cannot subscribe");
+                        }
+                    }
+                    tracing::info!(filters = ?filters, "connected to MQTT and subscribed");
+                    health.set_ready(true);
+                }
+                Ok(Event::Incoming(Packet::Publish(publish))) => {
+                    metrics.record_in(1);
+                    let split = splitter.split(&publish.payload);
+                    let mut deliveries = Vec::with_capacity(2);
+                    if let Some(problem) = split.problem {
+                        metrics.dead_letter(&problem.reason);
+                        let letter = DeadLetter::new(problem.reason, problem.detail, format!("mqtt:{}", publish.topic), &publish.payload);
+                        deliveries.push(dead_letters.send(&letter).await);
+                    }
+                    if !split.records.is_empty() {
+                        metrics.record_out(split.records.len() as u64);
+                        deliveries.push(output.send(split.records).await);
+                    }
+                    pending.push_back(Box::pin(async move {
+                        for d in deliveries {
+                            if let Err(e) = d.await {
+                                return (publish, Err(e));
+                            }
+                        }
+                        (publish, Ok(()))
+                    }));
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    health.set_ready(false);
+                    metrics.error("mqtt_connection");
+                    tracing::warn!(error = %e, retry_in = ?reconnect_backoff, "MQTT connection lost; reconnecting");
+                    tokio::time::sleep(reconnect_backoff).await;
+                    reconnect_backoff = (reconnect_backoff * 2).min(Duration::from_secs(5));
+                }
+            },
+        }
+    }
+    health.set_ready(false);
+    // Graceful stop: acknowledge everything that was accepted downstream.
+    let mut acked = VecDeque::new();
+    if failure.is_none() {
+        while let Some((publish, result)) = pending.next().await {
+            if let Err(e) = result {
+                failure = Some(e);
+                break;
+            }
+            acked.push_back(publish);
+        }
+        for p in acked.iter().filter(|p| p.qos != QoS::AtMostOnce) {
+            let _ = client.ack(p).await;
+        }
+        // Let the event loop send the acknowledgements before disconnecting.
+        let _ = client.disconnect().await;
+        let drain = async {
+            while let Ok(ev) = events.poll().await {
+                if matches!(ev, rumqttc::Event::Outgoing(rumqttc::Outgoing::Disconnect)) {
+                    break;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(5), drain).await;
+    }
+    match failure {
+        Some(e) => anyhow::bail!("ingest stopped: {e}"),
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shared_subscriptions_wrap_every_filter() {
+        let mut m = MqttSource::default();
+        m.topics = vec!["machines/#".into(), "plant/+/state".into()];
+        assert_eq!(subscription_filters(&m), vec!["$share/millrace/machines/#", "$share/millrace/plant/+/state"]);
+        m.share_group.clear();
+        assert_eq!(subscription_filters(&m), vec!["machines/#", "plant/+/state"]);
+    }
+
+    #[test]
+    fn broker_urls() {
+        assert_eq!(broker_address("mqtt://mosquitto:1884").unwrap(), ("mosquitto".into(), 1884));
+        assert_eq!(broker_address("mqtt://m").unwrap(), ("m".into(), 1883));
+        assert!(broker_address("http://m").unwrap_err().contains("mqtt.url"));
+    }
+}

@@ -1,0 +1,77 @@
+//! Kafka clients configured from the pipeline, and keyed sends whose
+//! delivery can be awaited later (so a stage can pipeline many messages and
+//! still act only once Kafka has accepted them).
+
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use futures::FutureExt;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::ClientConfig;
+
+use crate::config::KafkaConfig;
+
+/// Base client settings: bootstrap servers plus the pipeline's extra
+/// properties (which may override anything here).
+pub fn client_config(kafka: &KafkaConfig) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &kafka.bootstrap_servers);
+    for (k, v) in &kafka.properties {
+        c.set(k, v);
+    }
+    c
+}
+
+/// An idempotent producer: `acks=all`, no duplicates from retries, small
+/// batches lingering a few milliseconds for throughput.
+pub fn idempotent_producer(kafka: &KafkaConfig, client_id: &str) -> Result<FutureProducer, KafkaError> {
+    let mut c = ClientConfig::new();
+    c.set("client.id", client_id)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "5")
+        .set("batch.num.messages", "10000")
+        .set("queue.buffering.max.messages", "1000000")
+        .set("message.timeout.ms", "300000");
+    let mut merged = client_config(kafka);
+    for (k, v) in c.config_map() {
+        if !kafka.properties.contains_key(k) {
+            merged.set(k, v);
+        }
+    }
+    merged.create()
+}
+
+/// A send whose delivery is awaited later. Resolves to an error message
+/// that names the topic when Kafka does not accept the record.
+pub type Delivery = BoxFuture<'static, Result<(), String>>;
+
+/// Enqueues a keyed record, waiting (briefly, repeatedly) while the local
+/// queue is full, and returns its delivery.
+pub async fn send(producer: &FutureProducer, topic: &str, key: &str, payload: &[u8]) -> Delivery {
+    let mut record = FutureRecord::to(topic).key(key).payload(payload);
+    loop {
+        match producer.send_result(record) {
+            Ok(delivery) => {
+                let topic = topic.to_string();
+                return async move {
+                    match delivery.await {
+                        Ok(Ok(_)) => Ok(()),
+                        Ok(Err((e, _))) => Err(format!("Kafka did not accept a record for topic {topic}: {e}")),
+                        Err(_) => Err(format!("the producer for topic {topic} shut down before delivery")),
+                    }
+                }
+                .boxed();
+            }
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                record = r;
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            Err((e, _)) => {
+                let msg = format!("cannot enqueue a record for topic {topic}: {e}");
+                return async move { Err(msg) }.boxed();
+            }
+        }
+    }
+}
