@@ -1,0 +1,90 @@
+//! InfluxDB 1.x on a loopback port.
+
+use std::time::Duration;
+
+use crate::process::{free_port, new_dir, Dir, Server};
+use crate::{find_binary, StartError};
+
+/// An InfluxDB 1.x server; its data is kept across [`InfluxDb::restart`].
+pub struct InfluxDb {
+    port: u16,
+    server: Server,
+    _dir: Dir,
+}
+
+impl InfluxDb {
+    pub fn start() -> Result<Self, StartError> {
+        let program = find_binary("influxd")?;
+        let dir = new_dir("influxdb")?;
+        let (port, rpc_port) = (free_port(), free_port());
+        let d = dir.display();
+        // Only what differs from influxd's defaults: private dirs and ports,
+        // no phoning home, no internal monitoring database, quiet logs.
+        let conf = format!(
+            "reporting-enabled = false\n\
+             bind-address = \"127.0.0.1:{rpc_port}\"\n\
+             [meta]\n  dir = \"{d}/meta\"\n  logging-enabled = false\n\
+             [data]\n  dir = \"{d}/data\"\n  wal-dir = \"{d}/wal\"\n  query-log-enabled = false\n\
+             [monitor]\n  store-enabled = false\n\
+             [subscriber]\n  enabled = false\n\
+             [continuous_queries]\n  enabled = false\n\
+             [http]\n  bind-address = \"127.0.0.1:{port}\"\n  log-enabled = false\n\
+             [logging]\n  level = \"warn\"\n"
+        );
+        let conf_path = dir.join("influxdb.conf");
+        std::fs::write(&conf_path, conf)?;
+        let server = Server::spawn("influxd", &program, &["-config".into(), conf_path.display().to_string()], dir.join("log"))?;
+        let mut db = Self { port, server, _dir: Dir(dir) };
+        db.wait_ready()?;
+        Ok(db)
+    }
+
+    fn wait_ready(&mut self) -> Result<(), StartError> {
+        let url = format!("{}/ping", self.url());
+        self.server.wait_until(Duration::from_secs(30), || {
+            matches!(ureq::get(&url).call(), Ok(r) if r.status().as_u16() == 204)
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `http://127.0.0.1:PORT`
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Runs InfluxQL against `db` and returns the JSON answer.
+    pub fn query(&self, db: &str, q: &str) -> anyhow::Result<serde_json::Value> {
+        let mut response = ureq::post(&format!("{}/query", self.url())).send_form([("db", db), ("q", q)])?;
+        Ok(response.body_mut().read_json()?)
+    }
+
+    /// Writes line protocol (nanosecond precision) into `db`.
+    pub fn write(&self, db: &str, lines: &str) -> anyhow::Result<()> {
+        ureq::post(&format!("{}/write?db={db}&precision=ns", self.url())).send(lines)?;
+        Ok(())
+    }
+
+    /// The single number a `SELECT count(..)` (or similar) query returns;
+    /// 0 when there are no rows.
+    pub fn query_number(&self, db: &str, q: &str) -> anyhow::Result<f64> {
+        let answer = self.query(db, q)?;
+        if let Some(err) = answer.pointer("/results/0/error") {
+            anyhow::bail!("query {q:?} failed: {err}");
+        }
+        Ok(answer.pointer("/results/0/series/0/values/0/1").and_then(|v| v.as_f64()).unwrap_or(0.0))
+    }
+
+    pub fn stop(&mut self) {
+        self.server.stop();
+    }
+
+    /// Starts it again on the same port with the same data.
+    pub fn restart(&mut self) -> Result<(), StartError> {
+        self.server.stop();
+        self.server.start()?;
+        self.wait_ready()
+    }
+}

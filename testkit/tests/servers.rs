@@ -1,0 +1,176 @@
+//! The harness proves itself: each server does real work and leaves nothing
+//! behind.
+
+use std::time::Duration;
+
+use millrace_testkit::{require, unique_name, InfluxDb, KafkaBroker, Mosquitto};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::{ClientConfig, Message};
+
+#[tokio::test]
+async fn mqtt_message_goes_through_mosquitto() {
+    let broker = require!(Mosquitto::start());
+    let mut opts = rumqttc::MqttOptions::new(unique_name("sub"), "127.0.0.1", broker.port());
+    opts.set_keep_alive(Duration::from_secs(5));
+    let (client, mut events) = rumqttc::AsyncClient::new(opts, 10);
+    client.subscribe("machines/#", rumqttc::QoS::AtLeastOnce).await.unwrap();
+    let received = tokio::time::timeout(Duration::from_secs(20), async {
+        let mut published = false;
+        loop {
+            match events.poll().await.expect("MQTT connection failed") {
+                rumqttc::Event::Incoming(rumqttc::Packet::SubAck(_)) if !published => {
+                    client.publish("machines/R0815", rumqttc::QoS::AtLeastOnce, false, &b"{\"Thing\":\"R0815\"}"[..]).await.unwrap();
+                    published = true;
+                }
+                rumqttc::Event::Incoming(rumqttc::Packet::Publish(p)) => return p,
+                _ => {}
+            }
+        }
+    })
+    .await
+    .expect("no message within 20 s");
+    assert_eq!(received.topic, "machines/R0815");
+    assert_eq!(&received.payload[..], b"{\"Thing\":\"R0815\"}");
+}
+
+#[test]
+fn mosquitto_with_a_password_refuses_strangers() {
+    let broker = require!(Mosquitto::start_with_password("plant", "s3cret"));
+    let connect = |user: Option<(&str, &str)>| {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let mut opts = rumqttc::MqttOptions::new(unique_name("c"), "127.0.0.1", broker.port());
+            if let Some((u, p)) = user {
+                opts.set_credentials(u, p);
+            }
+            let (_client, mut events) = rumqttc::AsyncClient::new(opts, 10);
+            loop {
+                match events.poll().await {
+                    Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(_))) => return true,
+                    Ok(_) => {}
+                    Err(_) => return false,
+                }
+            }
+        })
+    };
+    assert!(connect(Some(("plant", "s3cret"))));
+    assert!(!connect(Some(("plant", "wrong"))));
+    assert!(!connect(None));
+}
+
+fn read_all(servers: &str, topic: &str, isolation: &str, expected: usize) -> Vec<String> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", servers)
+        .set("group.id", unique_name("g"))
+        .set("auto.offset.reset", "earliest")
+        .set("isolation.level", isolation)
+        .create()
+        .unwrap();
+    consumer.subscribe(&[topic]).unwrap();
+    let mut seen = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    // Read past `expected` for a moment, so that extra records would show.
+    let mut quiet_until = None;
+    while std::time::Instant::now() < deadline {
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) => seen.push(String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned()),
+            Some(Err(e)) => panic!("consume failed: {e}"),
+            None => {}
+        }
+        if seen.len() >= expected {
+            let until = *quiet_until.get_or_insert_with(|| std::time::Instant::now() + Duration::from_secs(2));
+            if std::time::Instant::now() > until {
+                break;
+            }
+        }
+    }
+    seen
+}
+
+#[test]
+fn kafka_transactions_are_seen_correctly_by_read_committed() {
+    let broker = require!(KafkaBroker::start());
+    let topic = unique_name("tx");
+    broker.create_topic(&topic, 1).unwrap();
+    let servers = broker.bootstrap_servers();
+
+    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", &servers)
+        .set("transactional.id", unique_name("txid"))
+        .create()
+        .unwrap();
+    producer.init_transactions(Duration::from_secs(20)).unwrap();
+    producer.begin_transaction().unwrap();
+    producer.send(BaseRecord::<str, str>::to(&topic).key("k").payload("committed-1")).map_err(|(e, _)| e).unwrap();
+    producer.send(BaseRecord::<str, str>::to(&topic).key("k").payload("committed-2")).map_err(|(e, _)| e).unwrap();
+    producer.commit_transaction(Duration::from_secs(20)).unwrap();
+    producer.begin_transaction().unwrap();
+    producer.send(BaseRecord::<str, str>::to(&topic).key("k").payload("aborted")).map_err(|(e, _)| e).unwrap();
+    producer.flush(Duration::from_secs(10)).unwrap();
+    producer.abort_transaction(Duration::from_secs(20)).unwrap();
+    producer.begin_transaction().unwrap();
+    producer.send(BaseRecord::<str, str>::to(&topic).key("k").payload("committed-3")).map_err(|(e, _)| e).unwrap();
+    producer.commit_transaction(Duration::from_secs(20)).unwrap();
+
+    let committed = read_all(&servers, &topic, "read_committed", 3);
+    assert_eq!(committed, vec!["committed-1", "committed-2", "committed-3"]);
+    let uncommitted = read_all(&servers, &topic, "read_uncommitted", 4);
+    assert!(uncommitted.contains(&"aborted".to_string()), "the aborted record is in the log: {uncommitted:?}");
+}
+
+#[test]
+fn kafka_plain_produce_and_consume() {
+    let broker = require!(KafkaBroker::start());
+    let topic = unique_name("plain");
+    broker.create_topic(&topic, 3).unwrap();
+    let producer: ThreadedProducer<DefaultProducerContext> =
+        ClientConfig::new().set("bootstrap.servers", broker.bootstrap_servers()).create().unwrap();
+    for i in 0..100 {
+        let payload = format!("m{i}");
+        producer.send(BaseRecord::<str, str>::to(&topic).key(&format!("k{}", i % 7)).payload(&payload)).map_err(|(e, _)| e).unwrap();
+    }
+    producer.flush(Duration::from_secs(20)).unwrap();
+    let mut seen = read_all(&broker.bootstrap_servers(), &topic, "read_committed", 100);
+    seen.sort();
+    let mut want: Vec<String> = (0..100).map(|i| format!("m{i}")).collect();
+    want.sort();
+    assert_eq!(seen, want);
+}
+
+#[test]
+fn influxdb_writes_and_queries_a_point() {
+    let influx = require!(InfluxDb::start());
+    let db = unique_name("db").replace('-', "_");
+    influx.query(&db, &format!("CREATE DATABASE {db}")).unwrap();
+    influx.write(&db, "machine,thing=R0815,quantity=actSpeed_C11 result=288.2 1554096380468000000\n").unwrap();
+    let answer = influx.query(&db, "SELECT result FROM machine WHERE thing = 'R0815'").unwrap();
+    let row = answer.pointer("/results/0/series/0/values/0").expect("one row").clone();
+    assert_eq!(row[1], serde_json::json!(288.2));
+    assert_eq!(influx.query_number(&db, "SELECT count(result) FROM machine").unwrap(), 1.0);
+}
+
+#[test]
+fn influxdb_keeps_its_data_across_a_restart() {
+    let mut influx = require!(InfluxDb::start());
+    let db = unique_name("db").replace('-', "_");
+    influx.query(&db, &format!("CREATE DATABASE {db}")).unwrap();
+    influx.write(&db, "m,thing=a,quantity=q result=1 1\n").unwrap();
+    influx.restart().unwrap();
+    assert_eq!(influx.query_number(&db, "SELECT count(result) FROM m").unwrap(), 1.0);
+}
+
+#[test]
+fn a_dropped_server_leaves_no_process_and_no_files() {
+    let broker = require!(Mosquitto::start());
+    let port = broker.port();
+    let dirs_before = std::fs::read_dir(std::env::temp_dir().join(format!("millrace-test-{}", std::process::id())))
+        .unwrap()
+        .count();
+    drop(broker);
+    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err(), "broker still listening on {port}");
+    let dirs_after = std::fs::read_dir(std::env::temp_dir().join(format!("millrace-test-{}", std::process::id())))
+        .unwrap()
+        .count();
+    assert!(dirs_after < dirs_before, "its directory was not removed");
+}
