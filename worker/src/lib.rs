@@ -16,3 +16,4 @@ pub mod credentials;
 pub mod influx;
 pub mod kafka;
 pub mod ingest;
+pub mod join;

@@ -1,0 +1,387 @@
+//! The pairing state machine of one join rule: records in, pairs out, exactly
+//! the pair set of `docs/join-spec.md`, each pair once, as soon as it is
+//! certain.
+//!
+//! Per key, each side keeps a deque of records sorted by time. When a record
+//! `z` arrives on side S (the other side is O):
+//! 1. the *pending* records of O (those newer than everything S had: they
+//!    were waiting for their `next`) with `o.t <= z.t` now have `next = z`;
+//!    their pair with `z` is emitted, and so is their pair with `prev`,
+//!    which is S's last record before `z` (certain only now);
+//! 2. `z`'s own `next` (first O record with `o.t >= z.t`) and, when that
+//!    exists, `prev` (last O record with `o.t < z.t`) are looked up and
+//!    paired; otherwise `z` becomes pending.
+//!
+//! A pair can be produced by up to two of these rules (e.g. `next(l) = r`
+//! and `prev(r) = l`). Each record remembers the partner of its `next` and
+//! `prev` pairs, and a rule skips a pair its partner already produced.
+//!
+//! State: a side keeps only its records at or after the other side's newest
+//! time, plus the last one before it; nothing older can pair with a future
+//! arrival. When both sides progress together that is a few records a key.
+
+use std::collections::VecDeque;
+
+/// Epoch nanoseconds.
+pub type Time = i64;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Side {
+    Left,
+    Right,
+}
+
+impl Side {
+    fn index(self) -> usize {
+        self as usize
+    }
+    fn other(self) -> Side {
+        match self {
+            Side::Left => Side::Right,
+            Side::Right => Side::Left,
+        }
+    }
+}
+
+const NONE: u64 = u64::MAX;
+
+struct Rec<P> {
+    t: Time,
+    seq: u64,
+    /// Arrival number on its side of its key: the record's identity.
+    id: u64,
+    next_partner: u64,
+    prev_partner: u64,
+    payload: P,
+}
+
+struct SideState<P> {
+    recs: VecDeque<Rec<P>>,
+    newest: Option<Time>,
+    arrivals: u64,
+}
+
+impl<P> Default for SideState<P> {
+    fn default() -> Self {
+        Self { recs: VecDeque::new(), newest: None, arrivals: 0 }
+    }
+}
+
+/// One emitted pair, borrowed from the state for the duration of the call.
+pub struct PairRef<'a, P> {
+    pub left: &'a P,
+    pub left_time: Time,
+    pub right: &'a P,
+    pub right_time: Time,
+    /// `seq` of the arrival that made the pair certain.
+    pub trigger: u64,
+    /// Emitted by `maxLatency` (or `complete`) before its `next` arrived.
+    pub early: bool,
+}
+
+/// A record older than its side's newest accepted one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Late {
+    pub time: Time,
+    pub newest: Time,
+}
+
+/// Settings of one rule's pairing.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PairingOptions {
+    /// Drop pairs further apart than this (nanoseconds).
+    pub max_delta: Option<Time>,
+    /// Emit a pending record's `prev` pair once its key's newest time is
+    /// more than this past it, without waiting for its `next`.
+    pub max_latency: Option<Time>,
+}
+
+/// The state of one key of one rule.
+pub struct KeyState<P> {
+    sides: [SideState<P>; 2],
+}
+
+impl<P> Default for KeyState<P> {
+    fn default() -> Self {
+        Self { sides: [SideState::default(), SideState::default()] }
+    }
+}
+
+impl<P> KeyState<P> {
+    /// Accepts a record, or reports it late. `emit` receives every pair that
+    /// this arrival made certain.
+    pub fn push(
+        &mut self,
+        side: Side,
+        t: Time,
+        seq: u64,
+        payload: P,
+        options: &PairingOptions,
+        emit: &mut impl FnMut(PairRef<'_, P>),
+    ) -> Result<(), Late> {
+        let s_idx = side.index();
+        if let Some(newest) = self.sides[s_idx].newest {
+            if t < newest {
+                return Err(Late { time: t, newest });
+            }
+        }
+        let [a, b] = &mut self.sides;
+        let (s, o) = if s_idx == 0 { (a, b) } else { (b, a) };
+        let z_id = s.arrivals;
+        s.arrivals += 1;
+        let mut z = Rec { t, seq, id: z_id, next_partner: NONE, prev_partner: NONE, payload };
+
+        // 1. O's pending records that `z` is the `next` of.
+        let pending_from = match s.newest {
+            Some(newest) => o.recs.partition_point(|r| r.t <= newest),
+            None => 0,
+        };
+        for i in pending_from..o.recs.len() {
+            if o.recs[i].t > t {
+                break;
+            }
+            let or = &mut o.recs[i];
+            or.next_partner = z_id;
+            emit_pair(side.other(), or, &z, seq, false, options, emit);
+            if let Some(sl) = s.recs.back_mut() {
+                if sl.next_partner != or.id && or.prev_partner != sl.id {
+                    emit_pair(side.other(), or, sl, seq, false, options, emit);
+                }
+                or.prev_partner = sl.id;
+            }
+        }
+
+        // 2. `z`'s own next and prev.
+        let next = o.recs.partition_point(|r| r.t < t);
+        if next < o.recs.len() {
+            let or = &o.recs[next];
+            if or.next_partner != z_id {
+                emit_pair(side, &z, or, seq, false, options, emit);
+            }
+            z.next_partner = or.id;
+            if next > 0 {
+                let p = &o.recs[next - 1];
+                if p.next_partner != z_id {
+                    emit_pair(side, &z, p, seq, false, options, emit);
+                }
+                z.prev_partner = p.id;
+            }
+        }
+        s.recs.push_back(z);
+        s.newest = Some(t);
+
+        if let Some(w) = options.max_latency {
+            self.emit_overdue(t.saturating_sub(w), seq, options, emit);
+        }
+        self.evict();
+        Ok(())
+    }
+
+    /// Emits the `prev` pairs of pending records older than `before`
+    /// (`maxLatency`), marking them so that they are not emitted again.
+    fn emit_overdue(&mut self, before: Time, seq: u64, options: &PairingOptions, emit: &mut impl FnMut(PairRef<'_, P>)) {
+        for side in [Side::Left, Side::Right] {
+            let [a, b] = &mut self.sides;
+            let (x, y) = if side == Side::Left { (a, b) } else { (b, a) };
+            let Some(last) = y.recs.back() else { continue };
+            let from = match y.newest {
+                Some(newest) => x.recs.partition_point(|r| r.t <= newest),
+                None => 0,
+            };
+            for xr in x.recs.range_mut(from..) {
+                if xr.t >= before {
+                    break;
+                }
+                if xr.prev_partner == NONE && last.next_partner != xr.id {
+                    emit_pair(side, xr, last, seq, true, options, emit);
+                    xr.prev_partner = last.id;
+                }
+            }
+        }
+    }
+
+    /// End of input that holds the whole series (`--complete`): pending
+    /// records get their `prev` pair although no `next` ever came.
+    pub fn complete(&mut self, seq: u64, options: &PairingOptions, emit: &mut impl FnMut(PairRef<'_, P>)) {
+        self.emit_overdue(Time::MAX, seq, options, emit);
+    }
+
+    fn evict(&mut self) {
+        for (x, y) in [(0, 1), (1, 0)] {
+            if let Some(newest) = self.sides[y].newest {
+                let recs = &mut self.sides[x].recs;
+                while recs.len() >= 2 && recs[1].t < newest {
+                    recs.pop_front();
+                }
+            }
+        }
+    }
+
+    /// Records held, both sides.
+    pub fn len(&self) -> usize {
+        self.sides[0].recs.len() + self.sides[1].recs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Smallest `seq` of a record still held.
+    pub fn min_seq(&self) -> Option<u64> {
+        self.sides.iter().flat_map(|s| s.recs.iter().map(|r| r.seq)).min()
+    }
+}
+
+fn emit_pair<P>(
+    x_side: Side,
+    x: &Rec<P>,
+    y: &Rec<P>,
+    trigger: u64,
+    early: bool,
+    options: &PairingOptions,
+    emit: &mut impl FnMut(PairRef<'_, P>),
+) {
+    if let Some(d) = options.max_delta {
+        if (x.t as i128 - y.t as i128).abs() > d as i128 {
+            return;
+        }
+    }
+    let (l, r) = if x_side == Side::Left { (x, y) } else { (y, x) };
+    emit(PairRef { left: &l.payload, left_time: l.t, right: &r.payload, right_time: r.t, trigger, early });
+}
+
+/// The keys of one rule, by dense key id.
+pub struct Pairing<P> {
+    pub options: PairingOptions,
+    keys: Vec<KeyState<P>>,
+}
+
+impl<P> Pairing<P> {
+    pub fn new(options: PairingOptions) -> Self {
+        Self { options, keys: Vec::new() }
+    }
+
+    pub fn push(&mut self, key: usize, side: Side, t: Time, seq: u64, payload: P, emit: &mut impl FnMut(PairRef<'_, P>)) -> Result<(), Late> {
+        if key >= self.keys.len() {
+            self.keys.resize_with(key + 1, KeyState::default);
+        }
+        self.keys[key].push(side, t, seq, payload, &self.options, emit)
+    }
+
+    pub fn complete(&mut self, seq: u64, emit: &mut impl FnMut(PairRef<'_, P>)) {
+        for k in &mut self.keys {
+            k.complete(seq, &self.options, emit);
+        }
+    }
+
+    /// Records held over all keys.
+    pub fn retained(&self) -> usize {
+        self.keys.iter().map(KeyState::len).sum()
+    }
+
+    /// Smallest `seq` of any record held: replaying from there rebuilds the
+    /// state.
+    pub fn min_retained_seq(&self) -> Option<u64> {
+        self.keys.iter().filter_map(KeyState::min_seq).min()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs one key over (side, time) arrivals; returns pairs as (l, r)
+    /// payload indices in emission order.
+    fn run(arrivals: &[(Side, Time)], options: PairingOptions, complete: bool) -> Vec<(usize, usize)> {
+        let mut key = KeyState::default();
+        let mut out = Vec::new();
+        for (i, (side, t)) in arrivals.iter().enumerate() {
+            key.push(*side, *t, i as u64, i, &options, &mut |p| out.push((*p.left, *p.right))).unwrap();
+        }
+        if complete {
+            key.complete(u64::MAX, &options, &mut |p| out.push((*p.left, *p.right)));
+        }
+        out
+    }
+
+    fn series(l: impl IntoIterator<Item = Time>, r: impl IntoIterator<Item = Time>) -> Vec<(Side, Time)> {
+        let mut v: Vec<(Side, Time)> = l.into_iter().map(|t| (Side::Left, t)).chain(r.into_iter().map(|t| (Side::Right, t))).collect();
+        v.sort_by_key(|(s, t)| (*t, *s == Side::Right));
+        v
+    }
+
+    #[test]
+    fn alternating_series_pair_every_neighbour() {
+        let arrivals = series((0..50).map(|i| 2 * i), (0..50).map(|i| 2 * i + 1));
+        assert_eq!(run(&arrivals, PairingOptions::default(), false).len(), 99);
+    }
+
+    #[test]
+    fn blocks_of_five() {
+        let mut arrivals = Vec::new();
+        for (side, range) in [(Side::Left, 0..5), (Side::Right, 5..10), (Side::Left, 10..15), (Side::Right, 15..20)] {
+            arrivals.extend(range.map(|t| (side, t)));
+        }
+        assert_eq!(run(&arrivals, PairingOptions::default(), false).len(), 23);
+    }
+
+    #[test]
+    fn blocks_of_five_up_to_100_000_records() {
+        let arrivals: Vec<(Side, Time)> =
+            (0..100_000).map(|t| (if (t / 5) % 2 == 0 { Side::Left } else { Side::Right }, t)).collect();
+        let mut key = KeyState::default();
+        let mut n = 0u64;
+        let mut most = 0;
+        for (i, (side, t)) in arrivals.iter().enumerate() {
+            key.push(*side, *t, i as u64, (), &PairingOptions::default(), &mut |_| n += 1).unwrap();
+            most = most.max(key.len());
+        }
+        assert_eq!(n, 179_987);
+        assert!(most <= 7, "state grew to {most} records");
+    }
+
+    #[test]
+    fn late_records_are_refused_and_change_nothing() {
+        let mut key = KeyState::default();
+        let o = PairingOptions::default();
+        key.push(Side::Left, 10, 0, (), &o, &mut |_| {}).unwrap();
+        assert_eq!(key.push(Side::Left, 9, 1, (), &o, &mut |_| {}), Err(Late { time: 9, newest: 10 }));
+        assert!(key.push(Side::Left, 10, 2, (), &o, &mut |_| {}).is_ok(), "equal times are in order");
+    }
+
+    #[test]
+    fn max_delta_drops_distant_pairs() {
+        let arrivals = series([0, 100], [1, 150]);
+        let all = run(&arrivals, PairingOptions::default(), false);
+        let near = run(&arrivals, PairingOptions { max_delta: Some(10), ..Default::default() }, false);
+        assert!(all.len() > near.len());
+        assert_eq!(near, vec![(0, 1)]);
+    }
+
+    #[test]
+    fn complete_emits_the_prev_pairs_still_waiting() {
+        // L at 0, 10, 20 and R at 5: L20's next never comes, and its prev
+        // (R5) is not certain without `complete`. (L10 with R5 is R5's next.)
+        let arrivals = series([0, 10, 20], [5]);
+        let open = run(&arrivals, PairingOptions::default(), false);
+        assert_eq!(open, vec![(0, 1), (2, 1)]);
+        let done = run(&arrivals, PairingOptions::default(), true);
+        assert_eq!(done, vec![(0, 1), (2, 1), (3, 1)]);
+    }
+
+    #[test]
+    fn max_latency_emits_early_and_once() {
+        // R stops at 5; L goes on to 55. L20's prev pair (R5) is emitted once
+        // L has passed 20 + 20; L40's is not due before 60.
+        let arrivals = series([0, 10, 20, 40, 55], [5]);
+        let o = PairingOptions { max_latency: Some(20), ..Default::default() };
+        let pairs = run(&arrivals, o, false);
+        let mut dedup = pairs.clone();
+        dedup.sort();
+        dedup.dedup();
+        assert_eq!(dedup.len(), pairs.len(), "no pair twice: {pairs:?}");
+        assert!(pairs.contains(&(2, 1)), "L10 with R5 (R5's next): {pairs:?}");
+        assert!(pairs.contains(&(3, 1)), "L20 with R5 emitted early: {pairs:?}");
+        assert!(!pairs.contains(&(4, 1)), "L40 is not overdue yet: {pairs:?}");
+    }
+}

@@ -1,0 +1,3 @@
+//! The deterministic time-series join (see `docs/join-spec.md`).
+
+pub mod engine;
