@@ -1,3 +1,4 @@
 //! The deterministic time-series join (see `docs/join-spec.md`).
 
 pub mod engine;
+pub mod expr;
