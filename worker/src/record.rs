@@ -111,6 +111,38 @@ pub fn parse_timestamp_str(s: &str) -> Result<i64, TimestampError> {
         .ok_or_else(|| TimestampError::Unreadable(s.to_string()))
 }
 
+/// Writes `nanos` as JSON in the same form as `sample` (the JSON text of
+/// another timestamp): the same epoch unit for numbers (an integer when
+/// exact), RFC 3339 for strings. Joined records thus read like their inputs.
+pub fn format_time_like(nanos: i64, sample: &str) -> String {
+    let sample = sample.trim();
+    if let Some(text) = sample.strip_prefix('"') {
+        let text = text.trim_end_matches('"');
+        if chrono::DateTime::parse_from_rfc3339(text).is_ok() {
+            let t = chrono::DateTime::from_timestamp_nanos(nanos);
+            return format!("\"{}\"", t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true));
+        }
+        // A numeric string: answer with a number of the same unit.
+        return format_time_like(nanos, text);
+    }
+    let magnitude = sample.parse::<f64>().unwrap_or(1e12).abs();
+    let per_unit: i64 = if magnitude < 1e11 {
+        1_000_000_000
+    } else if magnitude < 1e14 {
+        1_000_000
+    } else if magnitude < 1e17 {
+        1_000
+    } else {
+        1
+    };
+    if nanos % per_unit == 0 {
+        (nanos / per_unit).to_string()
+    } else {
+        let value = nanos as f64 / per_unit as f64;
+        format!("{value:?}")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -131,6 +163,16 @@ mod tests {
     fn rfc3339_and_numeric_strings() {
         assert_eq!(parse_timestamp(&json!("2019-04-01T05:26:20.468Z")).unwrap(), 1_554_096_380_468_000_000);
         assert_eq!(parse_timestamp(&json!("1554096380468")).unwrap(), 1_554_096_380_468_000_000);
+    }
+
+    #[test]
+    fn times_are_written_like_their_sample() {
+        let ns = 1_554_096_380_468_000_000;
+        assert_eq!(format_time_like(ns, "1554096380468"), "1554096380468");
+        assert_eq!(format_time_like(ns + 500_000, "1554096380468"), "1554096380468.5");
+        assert_eq!(format_time_like(ns, "1554096380"), "1554096380.468");
+        assert_eq!(format_time_like(ns, "\"2019-04-01T05:26:20Z\""), "\"2019-04-01T05:26:20.468Z\"");
+        assert_eq!(format_time_like(ns, "\"1554096380468\""), "1554096380468");
     }
 
     #[test]

@@ -268,9 +268,10 @@ impl<P> Pairing<P> {
         self.keys[key].push(side, t, seq, payload, &self.options, emit)
     }
 
-    pub fn complete(&mut self, seq: u64, emit: &mut impl FnMut(PairRef<'_, P>)) {
-        for k in &mut self.keys {
-            k.complete(seq, &self.options, emit);
+    /// `complete` for every key; `emit` is told the key of each pair.
+    pub fn complete(&mut self, seq: u64, emit: &mut impl FnMut(usize, PairRef<'_, P>)) {
+        for (i, k) in self.keys.iter_mut().enumerate() {
+            k.complete(seq, &self.options, &mut |p| emit(i, p));
         }
     }
 

@@ -3,3 +3,4 @@
 pub mod engine;
 pub mod expr;
 pub mod rule;
+pub mod joiner;

@@ -1,0 +1,278 @@
+//! All join rules of a pipeline over a stream of narrow records: routes
+//! each record to the rules and keys it feeds (the selectors run once per
+//! distinct quantity, not per record), runs the pairing, and hands out
+//! joined records, late records and results that are not numbers.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use serde::ser::{Serialize, SerializeStruct, Serializer};
+use serde_json::value::RawValue;
+
+use super::engine::{Late, Pairing, Side, Time};
+use super::rule::{JoinRule, RuleError};
+use crate::config::JoinRuleConfig;
+use crate::record::format_time_like;
+
+/// A narrow record as the join reads it. `time_raw` is the JSON text of
+/// its `phenomenonTime`, passed through to the output unchanged.
+pub struct Input<'a> {
+    pub thing: &'a str,
+    pub quantity: &'a str,
+    pub time: Time,
+    pub time_raw: &'a str,
+    pub result: f64,
+    /// Position in the input (a Kafka offset, a line number).
+    pub seq: u64,
+}
+
+/// What one side of a pair was, as read.
+pub struct Partner {
+    quantity: Arc<str>,
+    time_raw: Box<str>,
+    result: f64,
+}
+
+impl Serialize for Partner {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut st = s.serialize_struct("Partner", 3)?;
+        st.serialize_field("quantity", &*self.quantity)?;
+        st.serialize_field("phenomenonTime", raw(&self.time_raw))?;
+        st.serialize_field("result", &self.result)?;
+        st.end()
+    }
+}
+
+fn raw(text: &str) -> &RawValue {
+    // Partners' times were parsed from JSON, so this cannot fail; a plain
+    // number is the fallback all the same.
+    serde_json::from_str::<&RawValue>(text).unwrap_or_else(|_| serde_json::from_str("0").expect("0 is JSON"))
+}
+
+/// A joined record, borrowed for the duration of the callback.
+pub struct Joined<'a> {
+    pub rule: &'a str,
+    pub thing: &'a str,
+    pub quantity: &'a str,
+    /// Epoch nanoseconds, per the rule's time policy.
+    pub time: Time,
+    /// `time` written like the left partner's time (same unit or format).
+    pub time_json: String,
+    pub result: f64,
+    pub left: &'a Partner,
+    pub right: &'a Partner,
+    /// Seq of the arrival that made the pair certain.
+    pub trigger: u64,
+    /// Emitted by `maxLatency` before it was certain.
+    pub early: bool,
+}
+
+impl Serialize for Joined<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut st = s.serialize_struct("Joined", 6)?;
+        st.serialize_field("thing", self.thing)?;
+        st.serialize_field("quantity", self.quantity)?;
+        st.serialize_field("phenomenonTime", raw(&self.time_json))?;
+        st.serialize_field("result", &self.result)?;
+        st.serialize_field("left", self.left)?;
+        st.serialize_field("right", self.right)?;
+        st.end()
+    }
+}
+
+/// What the join reports besides joined records.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Rejected {
+    /// Older than the newest accepted record of its side and key.
+    Late { rule: String, late: Late },
+    /// The expression gave NaN or infinity for a pair.
+    NotANumber { rule: String, left: f64, right: f64 },
+}
+
+impl std::fmt::Display for Rejected {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Rejected::Late { rule, late } => write!(
+                f,
+                "late for rule {rule}: time {} is older than its side's newest accepted record ({}), {} ns behind",
+                late.time,
+                late.newest,
+                late.newest - late.time
+            ),
+            Rejected::NotANumber { rule, left, right } => {
+                write!(f, "rule {rule}: the expression is not a finite number for left={left}, right={right}")
+            }
+        }
+    }
+}
+
+/// Everything a join emits, in order.
+pub enum Event<'a> {
+    Joined(Joined<'a>),
+    Rejected(Rejected),
+}
+
+#[derive(Clone, Copy)]
+struct Route {
+    rule: u32,
+    side: Side,
+    /// Interned capture groups, per rule.
+    groups: u32,
+}
+
+struct KeyInfo {
+    thing: Arc<str>,
+    output: String,
+}
+
+struct RuleState {
+    rule: JoinRule,
+    pairing: Pairing<Partner>,
+    keys: HashMap<(u32, u32), u32>,
+    key_info: Vec<KeyInfo>,
+    groups: Vec<Vec<String>>,
+}
+
+/// Counters a stage exports.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct JoinCounts {
+    pub records: u64,
+    pub joined: u64,
+    pub late: u64,
+    pub early: u64,
+    pub not_a_number: u64,
+}
+
+/// The join of a whole pipeline.
+pub struct Joiner {
+    rules: Vec<RuleState>,
+    things: HashMap<Box<str>, (u32, Arc<str>)>,
+    quantities: HashMap<Box<str>, (Arc<str>, Arc<[Route]>)>,
+    pub counts: JoinCounts,
+}
+
+impl Joiner {
+    pub fn new(configs: &[JoinRuleConfig]) -> Result<Self, RuleError> {
+        let rules = configs
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let rule = JoinRule::compile(i, c)?;
+                Ok(RuleState {
+                    pairing: Pairing::new(rule.pairing),
+                    rule,
+                    keys: HashMap::new(),
+                    key_info: Vec::new(),
+                    groups: Vec::new(),
+                })
+            })
+            .collect::<Result<Vec<_>, RuleError>>()?;
+        Ok(Self { rules, things: HashMap::new(), quantities: HashMap::new(), counts: JoinCounts::default() })
+    }
+
+    fn routes(&mut self, quantity: &str) -> (Arc<str>, Arc<[Route]>) {
+        if let Some((q, r)) = self.quantities.get(quantity) {
+            return (q.clone(), r.clone());
+        }
+        let mut routes = Vec::new();
+        for (i, state) in self.rules.iter_mut().enumerate() {
+            for (side, selector) in [(Side::Left, &state.rule.left), (Side::Right, &state.rule.right)] {
+                if let Some(groups) = selector.select(quantity) {
+                    let id = match state.groups.iter().position(|g| *g == groups) {
+                        Some(id) => id,
+                        None => {
+                            state.groups.push(groups);
+                            state.groups.len() - 1
+                        }
+                    };
+                    routes.push(Route { rule: i as u32, side, groups: id as u32 });
+                }
+            }
+        }
+        let entry = (Arc::<str>::from(quantity), Arc::<[Route]>::from(routes));
+        self.quantities.insert(quantity.into(), entry.clone());
+        entry
+    }
+
+    fn thing(&mut self, thing: &str) -> (u32, Arc<str>) {
+        if let Some(t) = self.things.get(thing) {
+            return t.clone();
+        }
+        let entry = (self.things.len() as u32, Arc::<str>::from(thing));
+        self.things.insert(thing.into(), entry.clone());
+        entry
+    }
+
+    /// Feeds one record; `out` receives what it made certain.
+    pub fn push(&mut self, input: &Input<'_>, out: &mut impl FnMut(Event<'_>)) {
+        self.counts.records += 1;
+        let (quantity, routes) = self.routes(input.quantity);
+        if routes.is_empty() {
+            return;
+        }
+        let (thing_id, thing) = self.thing(input.thing);
+        for route in routes.iter() {
+            let state = &mut self.rules[route.rule as usize];
+            let next_key = state.key_info.len() as u32;
+            let key = *state.keys.entry((thing_id, route.groups)).or_insert(next_key);
+            if key == next_key {
+                let output = state.rule.output_name(&state.groups[route.groups as usize]);
+                state.key_info.push(KeyInfo { thing: thing.clone(), output });
+            }
+            let partner = Partner { quantity: quantity.clone(), time_raw: input.time_raw.into(), result: input.result };
+            let (rule, info, counts) = (&state.rule, &state.key_info[key as usize], &mut self.counts);
+            let result = state.pairing.push(key as usize, route.side, input.time, input.seq, partner, &mut |p| {
+                emit(rule, info, p, counts, out);
+            });
+            if let Err(late) = result {
+                self.counts.late += 1;
+                out(Event::Rejected(Rejected::Late { rule: state.rule.name.clone(), late }));
+            }
+        }
+    }
+
+    /// End of an input that holds the whole series: pairs still waiting for
+    /// a `next` are emitted with their `prev`.
+    pub fn complete(&mut self, seq: u64, out: &mut impl FnMut(Event<'_>)) {
+        for state in &mut self.rules {
+            let (rule, infos, counts) = (&state.rule, &state.key_info, &mut self.counts);
+            state.pairing.complete(seq, &mut |key, p| emit(rule, &infos[key], p, counts, out));
+        }
+    }
+
+    /// Records held over all rules.
+    pub fn retained(&self) -> usize {
+        self.rules.iter().map(|r| r.pairing.retained()).sum()
+    }
+
+    /// Smallest seq of any record held.
+    pub fn min_retained_seq(&self) -> Option<u64> {
+        self.rules.iter().filter_map(|r| r.pairing.min_retained_seq()).min()
+    }
+}
+
+fn emit(rule: &JoinRule, info: &KeyInfo, p: super::engine::PairRef<'_, Partner>, counts: &mut JoinCounts, out: &mut impl FnMut(Event<'_>)) {
+    let result = rule.expression.eval(p.left.result, p.right.result);
+    if !result.is_finite() {
+        counts.not_a_number += 1;
+        out(Event::Rejected(Rejected::NotANumber { rule: rule.name.clone(), left: p.left.result, right: p.right.result }));
+        return;
+    }
+    counts.joined += 1;
+    if p.early {
+        counts.early += 1;
+    }
+    let time = rule.pair_time(p.left_time, p.right_time);
+    out(Event::Joined(Joined {
+        rule: &rule.name,
+        thing: &info.thing,
+        quantity: &info.output,
+        time,
+        time_json: format_time_like(time, &p.left.time_raw),
+        result,
+        left: p.left,
+        right: p.right,
+        trigger: p.trigger,
+        early: p.early,
+    }));
+}
