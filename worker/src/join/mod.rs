@@ -4,3 +4,4 @@ pub mod engine;
 pub mod expr;
 pub mod rule;
 pub mod joiner;
+pub mod file;
