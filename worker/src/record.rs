@@ -111,35 +111,61 @@ pub fn parse_timestamp_str(s: &str) -> Result<i64, TimestampError> {
         .ok_or_else(|| TimestampError::Unreadable(s.to_string()))
 }
 
-/// Writes `nanos` as JSON in the same form as `sample` (the JSON text of
-/// another timestamp): the same epoch unit for numbers (an integer when
-/// exact), RFC 3339 for strings. Joined records thus read like their inputs.
-pub fn format_time_like(nanos: i64, sample: &str) -> String {
+/// A time written in the same form as another timestamp (see
+/// [`format_time_like`]).
+#[derive(Clone, Debug, PartialEq)]
+pub enum TimeValue {
+    Integer(i64),
+    Float(f64),
+    Text(String),
+}
+
+impl Serialize for TimeValue {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            TimeValue::Integer(i) => s.serialize_i64(*i),
+            TimeValue::Float(f) => s.serialize_f64(*f),
+            TimeValue::Text(t) => s.serialize_str(t),
+        }
+    }
+}
+
+impl std::fmt::Display for TimeValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TimeValue::Integer(i) => write!(f, "{i}"),
+            TimeValue::Float(x) => write!(f, "{x:?}"),
+            TimeValue::Text(t) => write!(f, "{t:?}"),
+        }
+    }
+}
+
+/// Writes `nanos` in the same form as `sample` (the JSON text of another
+/// timestamp): the same epoch unit for numbers (an integer when exact),
+/// RFC 3339 for strings. Joined records thus read like their inputs.
+pub fn format_time_like(nanos: i64, sample: &str) -> TimeValue {
     let sample = sample.trim();
     if let Some(text) = sample.strip_prefix('"') {
         let text = text.trim_end_matches('"');
-        if chrono::DateTime::parse_from_rfc3339(text).is_ok() {
+        if text.parse::<f64>().is_err() {
             let t = chrono::DateTime::from_timestamp_nanos(nanos);
-            return format!("\"{}\"", t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true));
+            return TimeValue::Text(t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true));
         }
         // A numeric string: answer with a number of the same unit.
         return format_time_like(nanos, text);
     }
-    let magnitude = sample.parse::<f64>().unwrap_or(1e12).abs();
-    let per_unit: i64 = if magnitude < 1e11 {
-        1_000_000_000
-    } else if magnitude < 1e14 {
-        1_000_000
-    } else if magnitude < 1e17 {
-        1_000
-    } else {
-        1
+    // Magnitude from the number of integer digits: no float parse needed.
+    let digits = sample.trim_start_matches('-').split(['.', 'e', 'E']).next().map_or(13, str::len);
+    let per_unit: i64 = match digits {
+        0..=11 => 1_000_000_000,
+        12..=14 => 1_000_000,
+        15..=17 => 1_000,
+        _ => 1,
     };
     if nanos % per_unit == 0 {
-        (nanos / per_unit).to_string()
+        TimeValue::Integer(nanos / per_unit)
     } else {
-        let value = nanos as f64 / per_unit as f64;
-        format!("{value:?}")
+        TimeValue::Float(nanos as f64 / per_unit as f64)
     }
 }
 
@@ -168,11 +194,12 @@ mod tests {
     #[test]
     fn times_are_written_like_their_sample() {
         let ns = 1_554_096_380_468_000_000;
-        assert_eq!(format_time_like(ns, "1554096380468"), "1554096380468");
-        assert_eq!(format_time_like(ns + 500_000, "1554096380468"), "1554096380468.5");
-        assert_eq!(format_time_like(ns, "1554096380"), "1554096380.468");
-        assert_eq!(format_time_like(ns, "\"2019-04-01T05:26:20Z\""), "\"2019-04-01T05:26:20.468Z\"");
-        assert_eq!(format_time_like(ns, "\"1554096380468\""), "1554096380468");
+        let f = |n, s| format_time_like(n, s).to_string();
+        assert_eq!(f(ns, "1554096380468"), "1554096380468");
+        assert_eq!(f(ns + 500_000, "1554096380468"), "1554096380468.5");
+        assert_eq!(f(ns, "1554096380"), "1554096380.468");
+        assert_eq!(f(ns, "\"2019-04-01T05:26:20Z\""), "\"2019-04-01T05:26:20.468Z\"");
+        assert_eq!(f(ns, "\"1554096380468\""), "1554096380468");
     }
 
     #[test]

@@ -280,6 +280,11 @@ impl<P> Pairing<P> {
         self.keys.iter().map(KeyState::len).sum()
     }
 
+    /// Bytes of one held record (for reporting state size).
+    pub fn record_bytes() -> usize {
+        std::mem::size_of::<Rec<P>>()
+    }
+
     /// Smallest `seq` of any record held: replaying from there rebuilds the
     /// state.
     pub fn min_retained_seq(&self) -> Option<u64> {

@@ -86,7 +86,7 @@ pub fn run(
             thing: &record.thing,
             quantity: &record.quantity,
             time,
-            time_raw: record.time.get(),
+            time_raw: record.time,
             result: record.result,
             seq: summary.lines,
         };

@@ -3,7 +3,6 @@
 //! distinct quantity, not per record), runs the pairing, and hands out
 //! joined records, late records and results that are not numbers.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use serde::ser::{Serialize, SerializeStruct, Serializer};
@@ -12,7 +11,9 @@ use serde_json::value::RawValue;
 use super::engine::{Late, Pairing, Side, Time};
 use super::rule::{JoinRule, RuleError};
 use crate::config::JoinRuleConfig;
-use crate::record::format_time_like;
+use crate::record::{format_time_like, TimeValue};
+
+type HashMap<K, V> = rustc_hash::FxHashMap<K, V>;
 
 /// A narrow record as the join reads it. `time_raw` is the JSON text of
 /// its `phenomenonTime`, passed through to the output unchanged.
@@ -20,7 +21,7 @@ pub struct Input<'a> {
     pub thing: &'a str,
     pub quantity: &'a str,
     pub time: Time,
-    pub time_raw: &'a str,
+    pub time_raw: &'a RawValue,
     pub result: f64,
     /// Position in the input (a Kafka offset, a line number).
     pub seq: u64,
@@ -29,24 +30,31 @@ pub struct Input<'a> {
 /// What one side of a pair was, as read.
 pub struct Partner {
     quantity: Arc<str>,
-    time_raw: Box<str>,
+    time_raw: Box<RawValue>,
     result: f64,
+}
+
+impl Partner {
+    pub fn quantity(&self) -> &str {
+        &self.quantity
+    }
+    /// The time exactly as read (JSON text).
+    pub fn time_raw(&self) -> &RawValue {
+        &self.time_raw
+    }
+    pub fn result(&self) -> f64 {
+        self.result
+    }
 }
 
 impl Serialize for Partner {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut st = s.serialize_struct("Partner", 3)?;
         st.serialize_field("quantity", &*self.quantity)?;
-        st.serialize_field("phenomenonTime", raw(&self.time_raw))?;
+        st.serialize_field("phenomenonTime", &*self.time_raw)?;
         st.serialize_field("result", &self.result)?;
         st.end()
     }
-}
-
-fn raw(text: &str) -> &RawValue {
-    // Partners' times were parsed from JSON, so this cannot fail; a plain
-    // number is the fallback all the same.
-    serde_json::from_str::<&RawValue>(text).unwrap_or_else(|_| serde_json::from_str("0").expect("0 is JSON"))
 }
 
 /// A joined record, borrowed for the duration of the callback.
@@ -57,7 +65,7 @@ pub struct Joined<'a> {
     /// Epoch nanoseconds, per the rule's time policy.
     pub time: Time,
     /// `time` written like the left partner's time (same unit or format).
-    pub time_json: String,
+    pub time_value: TimeValue,
     pub result: f64,
     pub left: &'a Partner,
     pub right: &'a Partner,
@@ -72,7 +80,7 @@ impl Serialize for Joined<'_> {
         let mut st = s.serialize_struct("Joined", 6)?;
         st.serialize_field("thing", self.thing)?;
         st.serialize_field("quantity", self.quantity)?;
-        st.serialize_field("phenomenonTime", raw(&self.time_json))?;
+        st.serialize_field("phenomenonTime", &self.time_value)?;
         st.serialize_field("result", &self.result)?;
         st.serialize_field("left", self.left)?;
         st.serialize_field("right", self.right)?;
@@ -161,13 +169,13 @@ impl Joiner {
                 Ok(RuleState {
                     pairing: Pairing::new(rule.pairing),
                     rule,
-                    keys: HashMap::new(),
+                    keys: HashMap::default(),
                     key_info: Vec::new(),
                     groups: Vec::new(),
                 })
             })
             .collect::<Result<Vec<_>, RuleError>>()?;
-        Ok(Self { rules, things: HashMap::new(), quantities: HashMap::new(), counts: JoinCounts::default() })
+        Ok(Self { rules, things: HashMap::default(), quantities: HashMap::default(), counts: JoinCounts::default() })
     }
 
     fn routes(&mut self, quantity: &str) -> (Arc<str>, Arc<[Route]>) {
@@ -219,7 +227,7 @@ impl Joiner {
                 let output = state.rule.output_name(&state.groups[route.groups as usize]);
                 state.key_info.push(KeyInfo { thing: thing.clone(), output });
             }
-            let partner = Partner { quantity: quantity.clone(), time_raw: input.time_raw.into(), result: input.result };
+            let partner = Partner { quantity: quantity.clone(), time_raw: input.time_raw.to_owned(), result: input.result };
             let (rule, info, counts) = (&state.rule, &state.key_info[key as usize], &mut self.counts);
             let result = state.pairing.push(key as usize, route.side, input.time, input.seq, partner, &mut |p| {
                 emit(rule, info, p, counts, out);
@@ -268,7 +276,7 @@ fn emit(rule: &JoinRule, info: &KeyInfo, p: super::engine::PairRef<'_, Partner>,
         thing: &info.thing,
         quantity: &info.output,
         time,
-        time_json: format_time_like(time, &p.left.time_raw),
+        time_value: format_time_like(time, p.left.time_raw.get()),
         result,
         left: p.left,
         right: p.right,
