@@ -121,7 +121,7 @@ fn write_event(
         Event::Joined(j) => {
             summary.joined += 1;
             buf.clear();
-            serde_json::to_writer(&mut *buf, &j).expect("a joined record always serializes");
+            j.write_json(buf);
             buf.push(b'\n');
             output.write_all(buf)
         }

@@ -5,7 +5,6 @@
 
 use std::sync::Arc;
 
-use serde::ser::{Serialize, SerializeStruct, Serializer};
 use serde_json::value::RawValue;
 
 use super::engine::{Late, Pairing, Side, Time};
@@ -27,16 +26,28 @@ pub struct Input<'a> {
     pub seq: u64,
 }
 
+/// A quantity name with its JSON form, escaped once when first seen.
+pub struct QuantityName {
+    name: Box<str>,
+    json: Box<str>,
+}
+
+impl QuantityName {
+    fn new(name: &str) -> Self {
+        Self { name: name.into(), json: serde_json::to_string(name).expect("a string always serializes").into() }
+    }
+}
+
 /// What one side of a pair was, as read.
 pub struct Partner {
-    quantity: Arc<str>,
+    quantity: Arc<QuantityName>,
     time_raw: Box<RawValue>,
     result: f64,
 }
 
 impl Partner {
     pub fn quantity(&self) -> &str {
-        &self.quantity
+        &self.quantity.name
     }
     /// The time exactly as read (JSON text).
     pub fn time_raw(&self) -> &RawValue {
@@ -47,14 +58,20 @@ impl Partner {
     }
 }
 
-impl Serialize for Partner {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut st = s.serialize_struct("Partner", 3)?;
-        st.serialize_field("quantity", &*self.quantity)?;
-        st.serialize_field("phenomenonTime", &*self.time_raw)?;
-        st.serialize_field("result", &self.result)?;
-        st.end()
+impl Partner {
+    fn write_json(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(b"{\"quantity\":");
+        out.extend_from_slice(self.quantity.json.as_bytes());
+        out.extend_from_slice(b",\"phenomenonTime\":");
+        out.extend_from_slice(self.time_raw.get().as_bytes());
+        out.extend_from_slice(b",\"result\":");
+        write_f64(out, self.result);
+        out.push(b'}');
     }
+}
+
+fn write_f64(out: &mut Vec<u8>, v: f64) {
+    serde_json::to_writer(&mut *out, &v).expect("writing to a Vec cannot fail");
 }
 
 /// A joined record, borrowed for the duration of the callback.
@@ -62,6 +79,8 @@ pub struct Joined<'a> {
     pub rule: &'a str,
     pub thing: &'a str,
     pub quantity: &'a str,
+    /// `{"thing":...,"quantity":...,"phenomenonTime":`, escaped once per key.
+    json_prefix: &'a str,
     /// Epoch nanoseconds, per the rule's time policy.
     pub time: Time,
     /// `time` written like the left partner's time (same unit or format).
@@ -75,16 +94,27 @@ pub struct Joined<'a> {
     pub early: bool,
 }
 
-impl Serialize for Joined<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut st = s.serialize_struct("Joined", 6)?;
-        st.serialize_field("thing", self.thing)?;
-        st.serialize_field("quantity", self.quantity)?;
-        st.serialize_field("phenomenonTime", &self.time_value)?;
-        st.serialize_field("result", &self.result)?;
-        st.serialize_field("left", self.left)?;
-        st.serialize_field("right", self.right)?;
-        st.end()
+impl Joined<'_> {
+    /// Appends the joined record as one JSON object (no newline):
+    /// `{"thing","quantity","phenomenonTime","result","left":{..},"right":{..}}`.
+    /// Written by hand because it is the hot path of the join: names are
+    /// escaped once per key and quantity, partner times copied as read.
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(self.json_prefix.as_bytes());
+        serde_json::to_writer(&mut *out, &self.time_value).expect("writing to a Vec cannot fail");
+        out.extend_from_slice(b",\"result\":");
+        write_f64(out, self.result);
+        out.extend_from_slice(b",\"left\":");
+        self.left.write_json(out);
+        out.extend_from_slice(b",\"right\":");
+        self.right.write_json(out);
+        out.push(b'}');
+    }
+
+    pub fn to_json(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(256);
+        self.write_json(&mut out);
+        out
     }
 }
 
@@ -131,6 +161,7 @@ struct Route {
 struct KeyInfo {
     thing: Arc<str>,
     output: String,
+    json_prefix: String,
 }
 
 struct RuleState {
@@ -155,7 +186,7 @@ pub struct JoinCounts {
 pub struct Joiner {
     rules: Vec<RuleState>,
     things: HashMap<Box<str>, (u32, Arc<str>)>,
-    quantities: HashMap<Box<str>, (Arc<str>, Arc<[Route]>)>,
+    quantities: HashMap<Box<str>, (Arc<QuantityName>, Arc<[Route]>)>,
     pub counts: JoinCounts,
 }
 
@@ -178,7 +209,7 @@ impl Joiner {
         Ok(Self { rules, things: HashMap::default(), quantities: HashMap::default(), counts: JoinCounts::default() })
     }
 
-    fn routes(&mut self, quantity: &str) -> (Arc<str>, Arc<[Route]>) {
+    fn routes(&mut self, quantity: &str) -> (Arc<QuantityName>, Arc<[Route]>) {
         if let Some((q, r)) = self.quantities.get(quantity) {
             return (q.clone(), r.clone());
         }
@@ -197,7 +228,7 @@ impl Joiner {
                 }
             }
         }
-        let entry = (Arc::<str>::from(quantity), Arc::<[Route]>::from(routes));
+        let entry = (Arc::new(QuantityName::new(quantity)), Arc::<[Route]>::from(routes));
         self.quantities.insert(quantity.into(), entry.clone());
         entry
     }
@@ -225,7 +256,12 @@ impl Joiner {
             let key = *state.keys.entry((thing_id, route.groups)).or_insert(next_key);
             if key == next_key {
                 let output = state.rule.output_name(&state.groups[route.groups as usize]);
-                state.key_info.push(KeyInfo { thing: thing.clone(), output });
+                let json_prefix = format!(
+                    "{{\"thing\":{},\"quantity\":{},\"phenomenonTime\":",
+                    serde_json::to_string(&*thing).expect("a string always serializes"),
+                    serde_json::to_string(&output).expect("a string always serializes")
+                );
+                state.key_info.push(KeyInfo { thing: thing.clone(), output, json_prefix });
             }
             let partner = Partner { quantity: quantity.clone(), time_raw: input.time_raw.to_owned(), result: input.result };
             let (rule, info, counts) = (&state.rule, &state.key_info[key as usize], &mut self.counts);
@@ -275,6 +311,7 @@ fn emit(rule: &JoinRule, info: &KeyInfo, p: super::engine::PairRef<'_, Partner>,
         rule: &rule.name,
         thing: &info.thing,
         quantity: &info.output,
+        json_prefix: &info.json_prefix,
         time,
         time_value: format_time_like(time, p.left.time_raw.get()),
         result,
