@@ -17,3 +17,6 @@ pub mod influx;
 pub mod kafka;
 pub mod ingest;
 pub mod join;
+pub mod export;
+pub mod embedded;
+pub mod simulate;
