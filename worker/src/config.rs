@@ -275,6 +275,8 @@ pub enum ConfigError {
     Parse { path: String, message: String },
     #[error("{field}: {message}")]
     Invalid { field: String, message: String },
+    #[error(transparent)]
+    Rule(#[from] crate::join::rule::RuleError),
 }
 
 impl PipelineConfig {
@@ -318,6 +320,7 @@ impl PipelineConfig {
             if !names.insert(rule.name.as_str()) {
                 return Err(invalid(&format!("joins[{i}].name"), &format!("duplicate rule name {:?}", rule.name)));
             }
+            crate::join::rule::JoinRule::compile(i, rule)?;
         }
         if let Some(kafka) = &self.kafka {
             for (field, topic) in [("raw", &kafka.topics.raw), ("joined", &kafka.topics.joined), ("deadLetter", &kafka.topics.dead_letter)] {
@@ -424,6 +427,14 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.joins[0].max_delta, Some(Duration::from_millis(500)));
+    }
+
+    #[test]
+    fn bad_join_expressions_are_found_when_loading() {
+        let e = PipelineConfig::from_yaml("joins:\n- {name: p, left: a, right: b, expression: 'left +* 2'}\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("joins[0] (p).expression: unexpected '*' at column 7"), "{e}");
     }
 
     #[test]

@@ -26,7 +26,15 @@ enum Command {
         /// The stage to run; omit it to run all stages embedded.
         #[arg(long, value_enum)]
         stage: Option<Stage>,
+        /// Where /metrics, /healthz and /readyz are served.
+        #[arg(long, default_value = "0.0.0.0:9090", env = "MILLRACE_METRICS_ADDR")]
+        metrics_addr: std::net::SocketAddr,
     },
+    /// Publish machine messages to MQTT: replay a JSONL file of wide messages
+    /// (in time order) or generate them for N machines.
+    ///
+    /// Example: millrace-worker simulate --file test_events.jsonl --rate 5000 --retime
+    Simulate(SimulateArgs),
     /// Join narrow records from a JSONL file (or standard input) and write
     /// the joined records as JSONL to standard output. Late and unreadable
     /// records go to standard error (or --rejects FILE) with their reason.
@@ -40,6 +48,46 @@ enum Command {
         /// Pipeline configuration (YAML).
         config: PathBuf,
     },
+}
+
+#[derive(clap::Args)]
+struct SimulateArgs {
+    /// Wide messages to replay, one JSON object a line.
+    #[arg(long, conflicts_with = "machines")]
+    file: Option<PathBuf>,
+    /// Generate data for this many machines instead.
+    #[arg(long)]
+    machines: Option<usize>,
+    /// Time between two messages of one generated machine.
+    #[arg(long, default_value = "100ms", value_parser = humantime::parse_duration)]
+    interval: std::time::Duration,
+    /// MQTT broker.
+    #[arg(long, default_value = "mqtt://127.0.0.1:1883", env = "MILLRACE_MQTT_URL")]
+    url: String,
+    /// Topic; {thing} becomes the machine's name.
+    #[arg(long, default_value = "machines/{thing}")]
+    topic: String,
+    /// MQTT quality of service (0, 1 or 2).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(0..=2))]
+    qos: u8,
+    /// Messages per second; 0 sends as fast as the broker takes them.
+    #[arg(long, default_value_t = 1000)]
+    rate: u64,
+    /// Stop after this many messages.
+    #[arg(long)]
+    count: Option<u64>,
+    /// Stop after this long (e.g. 30s).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    duration: Option<std::time::Duration>,
+    /// Replay the file again and again, times shifted by its span each round.
+    #[arg(long = "loop")]
+    repeat: bool,
+    /// Shift the file's times so that its first message is now.
+    #[arg(long)]
+    retime: bool,
+    /// Replay in file order instead of time order.
+    #[arg(long)]
+    keep_order: bool,
 }
 
 #[derive(clap::Args)]
@@ -115,11 +163,123 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
-        Command::Run { .. } => {
-            eprintln!("millrace-worker run: the pipeline stages are not built yet");
-            ExitCode::from(3)
+        Command::Run { config, stage, metrics_addr } => report(run(config, stage, metrics_addr)),
+        Command::Simulate(args) => report(simulate(args)),
+    }
+}
+
+fn report(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
         }
     }
+}
+
+/// Logs as JSON lines when not on a terminal (in a cluster), readable text
+/// otherwise; `RUST_LOG` filters (default `info`).
+fn init_logging() {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if std::io::stderr().is_terminal() {
+        builder.init();
+    } else {
+        builder.json().init();
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+}
+
+fn run(config_path: PathBuf, stage: Option<Stage>, metrics_addr: std::net::SocketAddr) -> anyhow::Result<()> {
+    use millrace_worker::{dead_letter::DeadLetterSink, embedded, export, health, ingest, kafka};
+    use std::sync::Arc;
+    init_logging();
+    let config = PipelineConfig::from_file(&config_path)?;
+    runtime()?.block_on(async move {
+        let health = Arc::new(health::Health::default());
+        let bound = health::serve(metrics_addr, health.clone())
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot serve metrics on {metrics_addr}: {e}"))?;
+        tracing::info!(metrics = %bound, config = %config_path.display(), "starting");
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        {
+            let shutdown = shutdown.clone();
+            tokio::spawn(async move {
+                let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+                tracing::info!("shutting down: finishing work in flight");
+                shutdown.cancel();
+            });
+        }
+        let kafka_config = config.kafka.clone();
+        match (stage, kafka_config) {
+            (None, None) => embedded::run(&config, health, shutdown).await,
+            (None, Some(_)) => anyhow::bail!(
+                "{}: has a kafka section, so its stages run apart: give --stage ingest, join or export",
+                config_path.display()
+            ),
+            (Some(_), None) => anyhow::bail!(
+                "{}: --stage needs a kafka section (without one, omit --stage to run all stages embedded)",
+                config_path.display()
+            ),
+            (Some(Stage::Ingest), Some(k)) => {
+                let producer = kafka::idempotent_producer(&k, &ingest::client_id(&config.mqtt.client_id))?;
+                let dead_letters = DeadLetterSink::Kafka { producer: producer.clone(), topic: k.topics.dead_letter.name.clone() };
+                let output = ingest::RecordOutput::Kafka { producer: producer.clone(), topic: k.topics.raw.name.clone() };
+                let result = ingest::run(&config, millrace_worker::credentials::from_env("MQTT")?, output, dead_letters, health, shutdown).await;
+                use rdkafka::producer::Producer;
+                producer.flush(std::time::Duration::from_secs(30))?;
+                result
+            }
+            (Some(Stage::Export), Some(k)) => {
+                let target = config.influxdb.clone().ok_or_else(|| anyhow::anyhow!("influxdb: the export stage needs a target"))?;
+                let producer = kafka::idempotent_producer(&k, "millrace-export")?;
+                let dead_letters = DeadLetterSink::Kafka { producer, topic: k.topics.dead_letter.name.clone() };
+                let client = millrace_worker::influx::InfluxClient::new(&target, millrace_worker::credentials::from_env("INFLUXDB")?);
+                export::run_from_kafka(&k, &target, export::Exporter::new(client, health), dead_letters, shutdown).await
+            }
+            (Some(Stage::Join), Some(_)) => anyhow::bail!(
+                "the join stage on Kafka (exactly-once transactions) is not built yet; run without a kafka section for the embedded join, or use join-file"
+            ),
+        }
+    })
+}
+
+fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
+    use millrace_worker::simulate::{self, Options, Source};
+    use std::io::IsTerminal;
+    let source = match (args.file, args.machines) {
+        (Some(path), None) => Source::File { path, keep_order: args.keep_order },
+        (None, Some(machines)) if machines > 0 => Source::Generate { machines, interval: args.interval },
+        (None, Some(_)) => anyhow::bail!("--machines must be at least 1"),
+        _ => anyhow::bail!("give --file FILE to replay, or --machines N to generate"),
+    };
+    if matches!(source, Source::Generate { .. }) && args.count.is_none() && args.duration.is_none() {
+        anyhow::bail!("generated data never ends: give --count or --duration");
+    }
+    let options = Options {
+        url: args.url,
+        topic: args.topic,
+        qos: args.qos,
+        rate: args.rate,
+        count: args.count,
+        duration: args.duration,
+        repeat: args.repeat,
+        retime: args.retime,
+        format: Default::default(),
+        progress: std::io::stderr().is_terminal(),
+    };
+    let summary = runtime()?.block_on(simulate::run(source, options))?;
+    eprintln!("{summary}");
+    Ok(())
 }
 
 fn join_file(args: JoinFileArgs) -> anyhow::Result<()> {
