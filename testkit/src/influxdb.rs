@@ -77,8 +77,14 @@ impl InfluxDb {
         Ok(answer.pointer("/results/0/series/0/values/0/1").and_then(|v| v.as_f64()).unwrap_or(0.0))
     }
 
+    /// Stops it gracefully (SIGTERM), as a restart by an operator would.
     pub fn stop(&mut self) {
         self.server.stop();
+    }
+
+    /// Kills it at once, as a crash would.
+    pub fn kill(&mut self) {
+        self.server.kill();
     }
 
     /// Starts it again on the same port with the same data.

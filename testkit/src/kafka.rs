@@ -77,8 +77,14 @@ impl KafkaBroker {
         Ok(())
     }
 
+    /// Stops it gracefully (SIGTERM), as a restart by an operator would.
     pub fn stop(&mut self) {
         self.server.stop();
+    }
+
+    /// Kills it at once, as a crash would.
+    pub fn kill(&mut self) {
+        self.server.kill();
     }
 
     /// Starts it again on the same port with the same data.

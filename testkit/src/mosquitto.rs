@@ -83,8 +83,14 @@ impl Mosquitto {
 
     /// Stops the broker (it saves its persistent state first on SIGTERM;
     /// a kill keeps what autosave wrote).
+    /// Stops it gracefully (SIGTERM), as a restart by an operator would.
     pub fn stop(&mut self) {
         self.server.stop();
+    }
+
+    /// Kills it at once, as a crash would.
+    pub fn kill(&mut self) {
+        self.server.kill();
     }
 
     /// Starts it again on the same port with the same state.

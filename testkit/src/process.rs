@@ -122,8 +122,27 @@ impl Server {
         Ok(())
     }
 
-    /// Kills the process (its files stay until the server is dropped).
+    /// Stops the process as an operator would: SIGTERM, and SIGKILL if it
+    /// has not exited after 10 s. Its files stay until the server is dropped.
     pub fn stop(&mut self) {
+        if let Some(child) = self.child.as_ref() {
+            // SAFETY: signalling a child we started and have not reaped.
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Some(c) = self.child.as_mut() {
+                    if let Ok(Some(_)) = c.try_wait() {
+                        break;
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        self.kill();
+    }
+
+    /// Kills the process at once (a crash). Its files stay.
+    pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
@@ -163,7 +182,7 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        self.stop();
+        self.kill();
     }
 }
 

@@ -25,6 +25,9 @@ use crate::kafka::{self, Delivery};
 use crate::record::NarrowRecord;
 use crate::wide::Splitter;
 
+/// MQTT's own limit on a packet (256 MiB).
+const MAX_MQTT_PACKET: usize = 268_435_455;
+
 /// Largest number of MQTT messages between arrival and acknowledgement.
 const MAX_IN_FLIGHT: usize = 20_000;
 
@@ -120,7 +123,9 @@ pub async fn run(
         .set_keep_alive(Duration::from_secs(30))
         .set_clean_session(false)
         .set_manual_acks(true)
-        .set_max_packet_size(config.mqtt.max_message_bytes + 4096, config.mqtt.max_message_bytes + 4096)
+        // The transport takes anything MQTT allows, so that an oversized
+        // message becomes a dead letter instead of a dropped connection.
+        .set_max_packet_size(MAX_MQTT_PACKET, MAX_MQTT_PACKET)
         .set_request_channel_capacity(MAX_IN_FLIGHT);
     if let Some(c) = credentials {
         options.set_credentials(c.username, c.password);

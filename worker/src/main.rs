@@ -88,6 +88,10 @@ struct SimulateArgs {
     /// Replay in file order instead of time order.
     #[arg(long)]
     keep_order: bool,
+    /// Send each line of --file exactly as it is (even if it is not JSON), in
+    /// file order: for trying the dead letters.
+    #[arg(long, requires = "file")]
+    verbatim: bool,
 }
 
 #[derive(clap::Args)]
@@ -257,6 +261,7 @@ fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
     use millrace_worker::simulate::{self, Options, Source};
     use std::io::IsTerminal;
     let source = match (args.file, args.machines) {
+        (Some(path), None) if args.verbatim => Source::Verbatim { path },
         (Some(path), None) => Source::File { path, keep_order: args.keep_order },
         (None, Some(machines)) if machines > 0 => Source::Generate { machines, interval: args.interval },
         (None, Some(_)) => anyhow::bail!("--machines must be at least 1"),

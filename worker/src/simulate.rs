@@ -15,6 +15,9 @@ use crate::record::{format_time_like, parse_timestamp};
 pub enum Source {
     /// Wide messages, one JSON object a line.
     File { path: PathBuf, keep_order: bool },
+    /// Each line sent exactly as it is, in file order, even when it is not
+    /// JSON (for trying the dead letters).
+    Verbatim { path: PathBuf },
     /// Synthetic machines: spindle speed, torque, current and load of one axis.
     Generate { machines: usize, interval: Duration },
 }
@@ -116,14 +119,24 @@ pub async fn run(source: Source, options: Options) -> anyhow::Result<Summary> {
 
     let messages = match &source {
         Source::File { path, keep_order } => read_messages(path, &options.format, *keep_order)?,
-        Source::Generate { .. } => Vec::new(),
+        Source::Generate { .. } | Source::Verbatim { .. } => Vec::new(),
     };
-    if matches!(source, Source::File { .. }) && messages.is_empty() {
+    let verbatim: Vec<Vec<u8>> = match &source {
+        Source::Verbatim { path } => std::fs::read(path)
+            .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?
+            .split(|b| *b == b'\n')
+            .filter(|l| !l.iter().all(u8::is_ascii_whitespace))
+            .map(<[u8]>::to_vec)
+            .collect(),
+        _ => Vec::new(),
+    };
+    if matches!(source, Source::File { .. }) && messages.is_empty() || matches!(source, Source::Verbatim { .. }) && verbatim.is_empty() {
         anyhow::bail!("the file has no messages");
     }
     let limit = match (&source, options.count, options.repeat) {
         (_, Some(n), _) => n,
         (Source::File { .. }, None, false) => messages.len() as u64,
+        (Source::Verbatim { .. }, None, false) => verbatim.len() as u64,
         _ => u64::MAX,
     };
     let (first, span) = match (messages.first(), messages.last()) {
@@ -149,7 +162,14 @@ pub async fn run(source: Source, options: Options) -> anyhow::Result<Summary> {
                 tokio::time::sleep(wait).await;
             }
         }
+        if let Source::Verbatim { .. } = &source {
+            let line = &verbatim[(published % verbatim.len() as u64) as usize];
+            client.publish(options.topic.replace("{thing}", "verbatim"), qos, false, line.clone()).await?;
+            published += 1;
+            continue;
+        }
         let message = match &source {
+            Source::Verbatim { .. } => unreachable!("sent above"),
             Source::File { .. } => {
                 let round = published / messages.len() as u64;
                 let (t, object) = &messages[(published % messages.len() as u64) as usize];

@@ -1,0 +1,245 @@
+//! The worker in embedded mode against real Mosquitto and InfluxDB: the
+//! prototype's machine data goes in through MQTT and every quantity comes
+//! out in InfluxDB, with the joined power, nothing lost or doubled, also
+//! across a broker restart and an InfluxDB outage; bad messages land in the
+//! dead letters with their reason.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use millrace_testkit::{require, unique_name, InfluxDb, Mosquitto};
+
+const WIDE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/data/test_events.jsonl");
+const NARROW: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/narrow-events.jsonl");
+const WORKER: &str = env!("CARGO_BIN_EXE_millrace-worker");
+
+struct Worker {
+    child: Child,
+    metrics: String,
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Worker {
+    fn start(config: &Path) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let child = Command::new(WORKER)
+            .args(["run", "--config"])
+            .arg(config)
+            .args(["--metrics-addr", &format!("127.0.0.1:{port}")])
+            .env("RUST_LOG", "warn")
+            .spawn()
+            .unwrap();
+        let worker = Self { child, metrics: format!("http://127.0.0.1:{port}") };
+        wait_for(Duration::from_secs(30), "the worker to subscribe", || {
+            ureq::get(&format!("{}/readyz", worker.metrics)).call().is_ok()
+        });
+        worker
+    }
+
+    /// SIGTERM, then the exit status: a graceful stop flushes everything.
+    fn stop(mut self) -> std::process::ExitStatus {
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "worker did not stop within 30 s of SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn metric(&self, line_start: &str) -> f64 {
+        let text = ureq::get(&format!("{}/metrics", self.metrics)).call().unwrap().body_mut().read_to_string().unwrap();
+        text.lines().find(|l| l.starts_with(line_start)).and_then(|l| l.rsplit(' ').next()).and_then(|v| v.parse().ok()).unwrap_or(0.0)
+    }
+}
+
+fn wait_for(timeout: Duration, what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn config(dir: &Path, mqtt: &Mosquitto, influx: &InfluxDb, db: &str) -> PathBuf {
+    let path = dir.join("pipeline.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"mqtt: {{url: "{}", topics: ["machines/#"], qos: 1, clientId: "{}"}}
+joins:
+  - {{name: power, left: 'actSpeed_(C\d+)', right: 'vaTorque_(C\d+)', output: 'derivedPower_$1', expression: '2*pi/60*left*right'}}
+influxdb: {{url: "{}", database: "{db}", batchSize: 2000, flushInterval: 100ms}}
+deadLetter: {{file: "{}"}}
+"#,
+            mqtt.url(),
+            unique_name("w"),
+            influx.url(),
+            dir.join("dead-letters.jsonl").display()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+fn simulate(mqtt: &Mosquitto, args: &[&str]) {
+    let out = Command::new(WORKER).args(["simulate", "--url", &mqtt.url(), "--rate", "0"]).args(args).output().unwrap();
+    assert!(out.status.success(), "simulate failed: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// Input records per quantity, and joined points (distinct thing and time:
+/// two pairs with the same time are one point in InfluxDB).
+fn expected() -> BTreeMap<String, f64> {
+    let mut want: BTreeMap<String, f64> = BTreeMap::new();
+    for line in std::fs::read_to_string(NARROW).unwrap().lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        *want.entry(v["quantity"].as_str().unwrap().to_string()).or_default() += 1.0;
+    }
+    let out = Command::new(WORKER)
+        .args(["join-file", NARROW, "--left", r"actSpeed_(C\d+)", "--right", r"vaTorque_(C\d+)", "--output", "derivedPower_$1"])
+        .output()
+        .unwrap();
+    let mut points = std::collections::BTreeSet::new();
+    for line in String::from_utf8(out.stdout).unwrap().lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        points.insert((v["thing"].to_string(), v["phenomenonTime"].to_string()));
+    }
+    want.insert("derivedPower_C11".into(), points.len() as f64);
+    want
+}
+
+fn counts(influx: &InfluxDb, db: &str) -> BTreeMap<String, f64> {
+    let answer = influx.query(db, "SELECT count(result) FROM machine GROUP BY quantity").unwrap_or_default();
+    let mut got = BTreeMap::new();
+    for series in answer.pointer("/results/0/series").and_then(|s| s.as_array()).cloned().unwrap_or_default() {
+        let q = series["tags"]["quantity"].as_str().unwrap_or_default().to_string();
+        got.insert(q, series["values"][0][1].as_f64().unwrap_or(0.0));
+    }
+    got
+}
+
+fn wait_for_counts(influx: &InfluxDb, db: &str, want: &BTreeMap<String, f64>) {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let got = counts(influx, db);
+        if &got == want {
+            return;
+        }
+        assert!(Instant::now() < deadline, "InfluxDB has\n{got:?}\nwant\n{want:?}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+fn shared_file_present() -> bool {
+    let present = Path::new(WIDE).exists();
+    assert!(present || !millrace_testkit::in_ci(), "missing {WIDE}");
+    present
+}
+
+#[test]
+fn machine_data_arrives_in_influxdb_quantity_by_quantity() {
+    if !shared_file_present() {
+        return;
+    }
+    let mqtt = require!(Mosquitto::start());
+    let influx = require!(InfluxDb::start());
+    let dir = tempfile::tempdir().unwrap();
+    let db = unique_name("e2e").replace('-', "_");
+    let worker = Worker::start(&config(dir.path(), &mqtt, &influx, &db));
+    simulate(&mqtt, &["--file", WIDE]);
+    wait_for_counts(&influx, &db, &expected());
+    assert_eq!(worker.metric("millrace_records_in_total{stage=\"ingest\"}"), 5000.0);
+    assert!(worker.stop().success());
+    assert!(std::fs::read_to_string(dir.path().join("dead-letters.jsonl")).unwrap_or_default().is_empty());
+}
+
+#[test]
+fn a_broker_restart_and_an_influxdb_outage_lose_nothing() {
+    if !shared_file_present() {
+        return;
+    }
+    let mut mqtt = require!(Mosquitto::start());
+    let mut influx = require!(InfluxDb::start());
+    let dir = tempfile::tempdir().unwrap();
+    let db = unique_name("outage").replace('-', "_");
+    let worker = Worker::start(&config(dir.path(), &mqtt, &influx, &db));
+    // First part, then the broker restarts under the worker.
+    simulate(&mqtt, &["--file", WIDE, "--count", "2000"]);
+    mqtt.restart().unwrap();
+    wait_for(Duration::from_secs(30), "the worker to resubscribe", || {
+        ureq::get(&format!("{}/readyz", worker.metrics)).call().is_ok() && worker.metric("millrace_errors_total{stage=\"ingest\",kind=\"mqtt_connection\"}") > 0.0
+    });
+    // InfluxDB goes away for 20 s while the rest arrives.
+    influx.stop();
+    // The simulator replays in time order, ties in file order: the same here.
+    let mut rest: Vec<(i64, String)> = std::fs::read_to_string(WIDE)
+        .unwrap()
+        .lines()
+        .map(|l| (serde_json::from_str::<serde_json::Value>(l).unwrap()["Timestamp"].as_i64().unwrap(), l.to_string()))
+        .collect();
+    rest.sort_by_key(|(t, _)| *t);
+    let rest: Vec<String> = rest.into_iter().map(|(_, l)| l).collect();
+    let rest_file = dir.path().join("rest.jsonl");
+    std::fs::write(&rest_file, rest[2000..].join("\n")).unwrap();
+    simulate(&mqtt, &["--file", rest_file.to_str().unwrap()]);
+    std::thread::sleep(Duration::from_secs(20));
+    influx.restart().unwrap();
+    wait_for_counts(&influx, &db, &expected());
+    assert!(worker.stop().success());
+}
+
+#[test]
+fn bad_messages_go_to_the_dead_letters_and_the_good_ones_arrive() {
+    let mqtt = require!(Mosquitto::start());
+    let influx = require!(InfluxDb::start());
+    let dir = tempfile::tempdir().unwrap();
+    let db = unique_name("bad").replace('-', "_");
+    let worker = Worker::start(&config(dir.path(), &mqtt, &influx, &db));
+    let corpus: &[(&str, &str)] = &[
+        (r#"{"Thing":"R1","Timestamp":1554096380000,"vaLoad_C11":1.0}"#, ""),
+        ("{oops", "malformed_json"),
+        (r#"{"Thing":"R1","Timestamp":1554096381000,"vaLoad_C11":2.0}"#, ""),
+        (r#"[1,2,3]"#, "not_an_object"),
+        (r#"{"Timestamp":1554096382000,"vaLoad_C11":3.0}"#, "missing_field"),
+        (r#"{"Thing":"R1","Timestamp":1554096383000,"vaLoad_C11":NaN,"vaCurr_C11":4.0}"#, "non_finite_value"),
+        (r#"{"Thing":"R1","Timestamp":"next tuesday","vaLoad_C11":5.0}"#, "bad_timestamp"),
+        (r#"{"Thing":42,"Timestamp":1554096384000,"vaLoad_C11":6.0}"#, "wrong_type"),
+        (r#"{"Thing":"R1","Timestamp":1554096385000,"vaLoad_C11":7.0}"#, ""),
+    ];
+    let file = dir.path().join("corpus.jsonl");
+    let mut lines: Vec<String> = corpus.iter().map(|(m, _)| m.to_string()).collect();
+    // One oversized message (the default limit is 256 KiB).
+    lines.push(format!(r#"{{"Thing":"R1","Timestamp":1554096386000,"note":"{}"}}"#, "x".repeat(300_000)));
+    std::fs::write(&file, lines.join("\n")).unwrap();
+    simulate(&mqtt, &["--file", file.to_str().unwrap(), "--verbatim"]);
+
+    let mut want = BTreeMap::new();
+    want.insert("vaLoad_C11".to_string(), 3.0);
+    want.insert("vaCurr_C11".to_string(), 1.0);
+    wait_for_counts(&influx, &db, &want);
+    assert!(worker.stop().success());
+
+    let letters: Vec<serde_json::Value> = std::fs::read_to_string(dir.path().join("dead-letters.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let mut reasons: Vec<&str> = letters.iter().map(|l| l["reason"].as_str().unwrap()).collect();
+    reasons.sort();
+    let mut expected: Vec<&str> = corpus.iter().map(|(_, r)| *r).filter(|r| !r.is_empty()).chain(["oversized"]).collect();
+    expected.sort();
+    assert_eq!(reasons, expected);
+    let malformed = letters.iter().find(|l| l["reason"] == "malformed_json").unwrap();
+    assert_eq!(malformed["payload"], "{oops", "the original bytes are kept");
+    assert!(malformed["source"].as_str().unwrap().starts_with("mqtt:machines/"));
+}
