@@ -95,7 +95,7 @@ pub fn generate_message(format: &PayloadFormat, m: usize, n: u64, time_ms: i64) 
 pub async fn run(source: Source, options: Options) -> anyhow::Result<Summary> {
     let (host, port) = crate::ingest::broker_address(&options.url).map_err(anyhow::Error::msg)?;
     let mut mqtt = MqttOptions::new(format!("millrace-simulate-{:08x}", rand::random::<u32>()), host, port);
-    mqtt.set_keep_alive(Duration::from_secs(30)).set_inflight(1000).set_max_packet_size(1 << 20, 1 << 20);
+    mqtt.set_keep_alive(Duration::from_secs(30)).set_inflight(u16::MAX).set_max_packet_size(1 << 20, 1 << 20);
     if let Some(c) = crate::credentials::from_env("MQTT")? {
         mqtt.set_credentials(c.username, c.password);
     }

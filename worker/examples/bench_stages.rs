@@ -1,0 +1,137 @@
+//! Throughput of the ingest and export stages against real servers on this
+//! machine (run by `scripts/bench-worker.sh`, release build):
+//!
+//! - ingest: generated wide messages (four quantities each) published to
+//!   Mosquitto at full speed, split and produced to a Kafka topic (noida-db)
+//!   by the ingest stage, acknowledged after Kafka accepted them;
+//! - export: narrow records written to InfluxDB 1.x in batches.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use millrace_testkit::{InfluxDb, KafkaBroker, Mosquitto};
+use millrace_worker::config::{InfluxDbTarget, KafkaConfig, PipelineConfig};
+use millrace_worker::dead_letter::DeadLetterSink;
+use millrace_worker::export::{Batch, Exporter};
+use millrace_worker::health::Health;
+use millrace_worker::influx::InfluxClient;
+use millrace_worker::simulate::{self, Options, Source};
+use millrace_worker::{ingest, kafka};
+use tokio_util::sync::CancellationToken;
+
+fn counter(health: &Health, name: &str) -> f64 {
+    health.metrics.encode().lines().find(|l| l.starts_with(name)).and_then(|l| l.rsplit(' ').next()).and_then(|v| v.parse().ok()).unwrap_or(0.0)
+}
+
+async fn bench_ingest(messages: u64) -> anyhow::Result<()> {
+    let mqtt = Mosquitto::start().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let broker = KafkaBroker::start().map_err(|e| anyhow::anyhow!("{e}"))?;
+    broker.create_topic("bench.raw", 6)?;
+    broker.create_topic("bench.dead", 1)?;
+    let mut config = PipelineConfig::default();
+    config.mqtt.url = mqtt.url();
+    config.mqtt.share_group.clear();
+    let kafka_config = KafkaConfig {
+        bootstrap_servers: broker.bootstrap_servers(),
+        group_id: "bench".into(),
+        topics: Default::default(),
+        transaction_interval: Duration::from_millis(100),
+        properties: Default::default(),
+    };
+    let producer = kafka::idempotent_producer(&kafka_config, "bench-ingest")?;
+    let health = Arc::new(Health::default());
+    let shutdown = CancellationToken::new();
+    let task = {
+        let (health, shutdown, producer) = (health.clone(), shutdown.clone(), producer.clone());
+        tokio::spawn(async move {
+            let output = ingest::RecordOutput::Kafka { producer: producer.clone(), topic: "bench.raw".into() };
+            let dead = DeadLetterSink::Kafka { producer, topic: "bench.dead".into() };
+            ingest::run(&config, None, output, dead, health, shutdown).await
+        })
+    };
+    while !health.is_ready() {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let start = Instant::now();
+    let summary = simulate::run(
+        Source::Generate { machines: 100, interval: Duration::from_millis(10) },
+        Options {
+            url: mqtt.url(),
+            topic: "machines/{thing}".into(),
+            qos: 1,
+            rate: 0,
+            count: Some(messages),
+            duration: None,
+            repeat: false,
+            retime: false,
+            format: Default::default(),
+            progress: false,
+        },
+    )
+    .await?;
+    // Done when every message's records were accepted by Kafka (ingest acks
+    // MQTT only then; records_out counts records handed to the producer).
+    while counter(&health, "millrace_records_in_total{stage=\"ingest\"}") < messages as f64 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    use rdkafka::producer::Producer;
+    producer.flush(Duration::from_secs(60))?;
+    let elapsed = start.elapsed();
+    shutdown.cancel();
+    task.await??;
+    let records = counter(&health, "millrace_records_out_total{stage=\"ingest\"}");
+    println!(
+        "ingest: {messages} wide messages ({records} narrow records) MQTT -> Kafka in {:.2} s: {:.0} messages/s, {:.0} records/s (publisher alone: {summary})",
+        elapsed.as_secs_f64(),
+        messages as f64 / elapsed.as_secs_f64(),
+        records / elapsed.as_secs_f64()
+    );
+    Ok(())
+}
+
+async fn bench_export(points: usize) -> anyhow::Result<()> {
+    let influx = InfluxDb::start().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let target = InfluxDbTarget {
+        url: influx.url(),
+        database: "bench".into(),
+        measurement: "machine".into(),
+        tags: Default::default(),
+        export: vec![],
+        batch_size: 5000,
+        flush_interval: Duration::from_millis(200),
+        credentials: None,
+    };
+    let health = Arc::new(Health::default());
+    let shutdown = CancellationToken::new();
+    let exporter = Exporter::new(InfluxClient::new(&target, None), health);
+    exporter.prepare(&shutdown).await?;
+    let quantities = ["actSpeed_C11", "vaTorque_C11", "vaCurr_C11", "vaLoad_C11"];
+    let start = Instant::now();
+    let mut batch = Batch::new(&target);
+    for i in 0..points {
+        let thing = format!("M{:04}", i % 100);
+        batch.add(&thing, quantities[(i / 100) % 4], i as f64 * 0.5, 1_700_000_000_000_000_000 + (i / 400) as i64 * 1_000_000);
+        if batch.len() >= target.batch_size {
+            exporter.flush(&mut batch, &shutdown).await?;
+        }
+    }
+    exporter.flush(&mut batch, &shutdown).await?;
+    let elapsed = start.elapsed();
+    let stored = influx.query_number("bench", "SELECT count(result) FROM machine")?;
+    println!(
+        "export: {points} points into InfluxDB 1.x in {:.2} s: {:.0} points/s (batches of {}; {stored} stored)",
+        elapsed.as_secs_f64(),
+        points as f64 / elapsed.as_secs_f64(),
+        target.batch_size
+    );
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let messages: u64 = std::env::var("BENCH_MESSAGES").ok().and_then(|v| v.parse().ok()).unwrap_or(100_000);
+    let points: usize = std::env::var("BENCH_POINTS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
+    bench_export(points).await?;
+    bench_ingest(messages).await?;
+    Ok(())
+}
