@@ -174,3 +174,46 @@ fn a_dropped_server_leaves_no_process_and_no_files() {
         .count();
     assert!(dirs_after < dirs_before, "its directory was not removed");
 }
+
+#[test]
+fn kafka_keeps_offsets_and_metadata_committed_in_a_transaction() {
+    use rdkafka::consumer::Consumer;
+    use rdkafka::{Offset, TopicPartitionList};
+    let broker = require!(KafkaBroker::start());
+    let topic = unique_name("meta");
+    broker.create_topic(&topic, 1).unwrap();
+    let servers = broker.bootstrap_servers();
+    let group = unique_name("g");
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &servers)
+        .set("group.id", &group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[&topic]).unwrap();
+    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", &servers)
+        .set("transactional.id", unique_name("txid"))
+        .create()
+        .unwrap();
+    producer.init_transactions(Duration::from_secs(20)).unwrap();
+    // Join the group first: offsets are sent with its metadata.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while consumer.assignment().unwrap().count() == 0 && std::time::Instant::now() < deadline {
+        let _ = consumer.poll(Duration::from_millis(100));
+    }
+    producer.begin_transaction().unwrap();
+    producer.send(BaseRecord::<str, str>::to(&topic).key("k").payload("x")).map_err(|(e, _)| e).unwrap();
+    let mut offsets = TopicPartitionList::new();
+    offsets.add_partition_offset(&topic, 0, Offset::Offset(1)).unwrap();
+    offsets.find_partition(&topic, 0).unwrap().set_metadata(r#"{"pos":7}"#);
+    producer.send_offsets_to_transaction(&offsets, &consumer.group_metadata().unwrap(), Duration::from_secs(20)).unwrap();
+    producer.commit_transaction(Duration::from_secs(20)).unwrap();
+
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition(&topic, 0);
+    let committed = consumer.committed_offsets(tpl, Duration::from_secs(20)).unwrap();
+    let e = committed.elements()[0].metadata().to_string();
+    assert_eq!(committed.elements()[0].offset(), Offset::Offset(1));
+    assert_eq!(e, r#"{"pos":7}"#);
+}

@@ -250,9 +250,19 @@ fn run(config_path: PathBuf, stage: Option<Stage>, metrics_addr: std::net::Socke
                 let client = millrace_worker::influx::InfluxClient::new(&target, millrace_worker::credentials::from_env("INFLUXDB")?);
                 export::run_from_kafka(&k, &target, export::Exporter::new(client, health), dead_letters, shutdown).await
             }
-            (Some(Stage::Join), Some(_)) => anyhow::bail!(
-                "the join stage on Kafka (exactly-once transactions) is not built yet; run without a kafka section for the embedded join, or use join-file"
-            ),
+            (Some(Stage::Join), Some(k)) => {
+                let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+                {
+                    let (stop, shutdown) = (stop.clone(), shutdown.clone());
+                    tokio::spawn(async move {
+                        shutdown.cancelled().await;
+                        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+                    });
+                }
+                let rules = config.joins.clone();
+                // Transactional calls block: the stage runs on its own thread.
+                tokio::task::spawn_blocking(move || millrace_worker::join::stage::run(&k, &rules, health, stop)).await?
+            }
         }
     })
 }

@@ -36,6 +36,15 @@ pub struct Metrics {
     pub batch_size: Family<StageLabel, Histogram>,
     pub lag: Family<StageLabel, Gauge>,
     pub errors: Family<ErrorLabel, Counter>,
+    /// Join stage: duration of each committed transaction.
+    pub transaction_seconds: Histogram,
+    /// Join stage: records held per partition.
+    pub join_state_records: Family<PartitionLabel, Gauge>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PartitionLabel {
+    pub partition: i32,
 }
 
 impl Default for Metrics {
@@ -49,13 +58,17 @@ impl Default for Metrics {
         );
         let lag = Family::<StageLabel, Gauge>::default();
         let errors = Family::<ErrorLabel, Counter>::default();
+        let transaction_seconds = Histogram::new(exponential_buckets(0.001, 2.0, 14));
+        let join_state_records = Family::<PartitionLabel, Gauge>::default();
         registry.register("records_in", "Records (or messages) a stage has read", records_in.clone());
         registry.register("records_out", "Records a stage has delivered downstream", records_out.clone());
         registry.register("dead_letters", "Inputs sent to the dead letters, by reason", dead_letters.clone());
         registry.register("batch_size", "Records per batch written or committed", batch_size.clone());
         registry.register("lag", "Records waiting upstream of the stage (consumer lag)", lag.clone());
         registry.register("errors", "Errors a stage retried or survived, by kind", errors.clone());
-        Self { registry, records_in, records_out, dead_letters, batch_size, lag, errors }
+        registry.register("join_transaction_seconds", "Duration of the join stage's committed transactions", transaction_seconds.clone());
+        registry.register("join_state_records", "Records the join holds, per partition", join_state_records.clone());
+        Self { registry, records_in, records_out, dead_letters, batch_size, lag, errors, transaction_seconds, join_state_records }
     }
 }
 

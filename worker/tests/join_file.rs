@@ -3,51 +3,15 @@
 //! `examples/narrow-events.jsonl`), checked pair by pair against a
 //! brute-force reading of the join spec.
 
-use std::collections::{BTreeMap, BTreeSet};
+mod spec_pairs;
+
+use std::collections::BTreeSet;
 use std::process::Command;
 
 use serde_json::Value;
+use spec_pairs::{brute_force, pair_of, Pair};
 
 const NARROW: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/narrow-events.jsonl");
-
-type Pair = (String, String, i64, String, i64);
-
-/// Pairs of the spec for one key: (thing, left quantity, left time, right quantity, right time).
-fn brute_force(records: &[Value], left: &regex::Regex, right: &regex::Regex, complete: bool) -> BTreeSet<Pair> {
-    // key -> (left series, right series), each (time, quantity) in arrival order
-    let mut keys: BTreeMap<(String, String), (Vec<(i64, String)>, Vec<(i64, String)>)> = BTreeMap::new();
-    for r in records {
-        let (thing, q, t) = (r["thing"].as_str().unwrap(), r["quantity"].as_str().unwrap(), r["phenomenonTime"].as_i64().unwrap());
-        if let Some(c) = left.captures(q) {
-            keys.entry((thing.into(), c[1].to_string())).or_default().0.push((t, q.into()));
-        }
-        if let Some(c) = right.captures(q) {
-            keys.entry((thing.into(), c[1].to_string())).or_default().1.push((t, q.into()));
-        }
-    }
-    let mut pairs = BTreeSet::new();
-    for ((thing, _), (l, r)) in &keys {
-        for (x_is_left, xs, ys) in [(true, l, r), (false, r, l)] {
-            for x in xs {
-                let next = ys.iter().find(|y| y.0 >= x.0);
-                let prev = ys.iter().rev().find(|y| y.0 < x.0);
-                let mut add = |y: &(i64, String)| {
-                    let (a, b) = if x_is_left { (x, y) } else { (y, x) };
-                    pairs.insert((thing.clone(), a.1.clone(), a.0, b.1.clone(), b.0));
-                };
-                if let Some(n) = next {
-                    add(n);
-                }
-                if let Some(p) = prev {
-                    if next.is_some() || complete {
-                        add(p);
-                    }
-                }
-            }
-        }
-    }
-    pairs
-}
 
 fn join_file(extra: &[&str]) -> (Vec<Value>, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_millrace-worker"))
@@ -67,19 +31,7 @@ fn check(complete: bool) {
     let want = brute_force(&records, &regex::Regex::new(r"^actSpeed_(C\d+)$").unwrap(), &regex::Regex::new(r"^vaTorque_(C\d+)$").unwrap(), complete);
     let (joined, rejects) = join_file(if complete { &["--complete"] } else { &[] });
     assert!(rejects.is_empty(), "nothing in this file is late or unreadable: {rejects}");
-    let got: Vec<Pair> = joined
-        .iter()
-        .map(|j| {
-            let (l, r) = (&j["left"], &j["right"]);
-            (
-                j["thing"].as_str().unwrap().to_string(),
-                l["quantity"].as_str().unwrap().to_string(),
-                l["phenomenonTime"].as_i64().unwrap(),
-                r["quantity"].as_str().unwrap().to_string(),
-                r["phenomenonTime"].as_i64().unwrap(),
-            )
-        })
-        .collect();
+    let got: Vec<Pair> = joined.iter().map(pair_of).collect();
     let set: BTreeSet<Pair> = got.iter().cloned().collect();
     assert_eq!(set.len(), got.len(), "no pair twice");
     assert_eq!(set.len(), want.len(), "pair count");

@@ -5,3 +5,4 @@ pub mod expr;
 pub mod rule;
 pub mod joiner;
 pub mod file;
+pub mod stage;

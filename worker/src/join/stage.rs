@@ -1,0 +1,381 @@
+//! The join stage on Kafka: raw topic in, joined topic out, exactly once.
+//!
+//! Records are consumed in a consumer group and joined per partition (all
+//! quantities of a machine share a partition: the raw topic is keyed by
+//! `thing`). Joined records and dead letters are produced inside a Kafka
+//! transaction, committed every `transactionInterval`, together with the
+//! consumer offsets, never once per record.
+//!
+//! What is committed per partition (the join spec's last section):
+//! - the *offset* is the oldest record the join still holds (or the next
+//!   record when it holds none): replaying from there rebuilds the state;
+//! - the offset's *metadata* (`{"pos":P,"late":[..]}`) is the position
+//!   consumed so far, and the offsets of late records between the two.
+//!
+//! After a crash, a restart or a rebalance, a partition replays from its
+//! committed offset; pairs that became certain before `pos` were committed
+//! already, so they are suppressed (the join is deterministic: exactly those
+//! were emitted), and records that were late are skipped again, so that they
+//! do not enter the rebuilt state. An open transaction is aborted when
+//! partitions are revoked (its work is redone by the new owner from the
+//! committed offsets); a fenced producer stops the process, which is then
+//! restarted.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::KafkaError;
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
+use serde::{Deserialize, Serialize};
+
+use super::joiner::{Event, Input, Joiner, Rejected};
+use crate::config::{JoinRuleConfig, KafkaConfig};
+use crate::dead_letter::{DeadLetter, Reason};
+use crate::health::Health;
+use crate::record::parse_timestamp_str;
+
+const TIMEOUT: Duration = Duration::from_secs(30);
+/// Late offsets kept in the commit metadata; past this, a replay may accept
+/// a record that was late (a warning says so).
+const MAX_LATE_IN_METADATA: usize = 512;
+
+/// The commit metadata of a partition.
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CommitPosition {
+    /// Next offset after the last one consumed.
+    pub pos: i64,
+    /// Offsets of late records between the committed offset and `pos`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub late: Vec<i64>,
+}
+
+struct PartitionState {
+    joiner: Joiner,
+    /// Pairs made certain before this offset were committed before.
+    suppress_before: i64,
+    /// Records at these offsets were late the first time.
+    skip: BTreeSet<i64>,
+    /// Late offsets seen since the committed offset (for the next metadata).
+    late: Vec<i64>,
+    next: i64,
+}
+
+/// Tells the stage loop about rebalances, and aborts the open transaction
+/// before partitions go: the new owner redoes that work.
+struct RebalanceContext {
+    producer: Arc<ThreadedProducer<DefaultProducerContext>>,
+    in_transaction: Arc<AtomicBool>,
+    reset: Arc<AtomicBool>,
+}
+
+impl ClientContext for RebalanceContext {}
+
+impl ConsumerContext for RebalanceContext {
+    fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(tpl) = rebalance {
+            if self.in_transaction.swap(false, Ordering::SeqCst) {
+                if let Err(e) = self.producer.abort_transaction(TIMEOUT) {
+                    tracing::error!(error = %e, "cannot abort the transaction on revocation");
+                }
+            }
+            tracing::info!(partitions = tpl.count(), "partitions revoked; state dropped");
+            self.reset.store(true, Ordering::SeqCst);
+        }
+    }
+
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(tpl) = rebalance {
+            tracing::info!(partitions = tpl.count(), "partitions assigned");
+            self.reset.store(true, Ordering::SeqCst);
+        }
+    }
+}
+
+/// A stable transactional id per instance, so that a restarted instance
+/// fences and aborts its predecessor's open transaction at once.
+pub fn transactional_id(group: &str) -> String {
+    let instance = std::env::var("MILLRACE_INSTANCE")
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .unwrap_or_else(|_| "single".to_string());
+    format!("{group}-join-{instance}")
+}
+
+/// Runs the join stage until `stop` is set. Blocking: call it from a
+/// dedicated thread (transactional calls block).
+pub fn run(kafka: &KafkaConfig, rules: &[JoinRuleConfig], health: Arc<Health>, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
+    Joiner::new(rules)?; // rules are checked before anything connects
+    let metrics = health.metrics.stage("join");
+    let producer: Arc<ThreadedProducer<DefaultProducerContext>> = Arc::new(
+        crate::kafka::client_config(kafka)
+            .set("transactional.id", transactional_id(&kafka.group_id))
+            .set("transaction.timeout.ms", "10000")
+            .set("enable.idempotence", "true")
+            .set("linger.ms", "5")
+            .create()?,
+    );
+    producer.init_transactions(TIMEOUT)?;
+    let in_transaction = Arc::new(AtomicBool::new(false));
+    let reset = Arc::new(AtomicBool::new(false));
+    let context = RebalanceContext { producer: producer.clone(), in_transaction: in_transaction.clone(), reset: reset.clone() };
+    let mut consumer_config = crate::kafka::client_config(kafka);
+    if std::env::var("MILLRACE_STATIC_MEMBERSHIP").is_ok_and(|v| v == "1" || v == "true") {
+        // Static membership (an instance with a stable name, e.g. a
+        // StatefulSet pod): a restarted instance takes its partitions back at
+        // once, without a rebalance. It does not leave the group on a clean
+        // stop, so scaling down waits for the session timeout.
+        consumer_config.set("group.instance.id", transactional_id(&kafka.group_id));
+    }
+    let consumer: BaseConsumer<RebalanceContext> = consumer_config
+        .set("group.id", format!("{}-join", kafka.group_id))
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("isolation.level", "read_committed")
+        .set("partition.assignment.strategy", "range")
+        // A killed worker's partitions go to the others within seconds.
+        .set("session.timeout.ms", "6000")
+        .set("heartbeat.interval.ms", "1000")
+        // Also the rebalance timeout: how long a rebalance waits for a
+        // member that died. The loop polls every 50 ms.
+        .set("max.poll.interval.ms", "10000")
+        .create_with_context(context)?;
+    consumer.subscribe(&[&kafka.topics.raw.name])?;
+    let (joined_topic, dead_topic) = (kafka.topics.joined.name.as_str(), kafka.topics.dead_letter.name.as_str());
+
+    let mut partitions: HashMap<i32, PartitionState> = HashMap::new();
+    let mut dirty = false;
+    let mut last_commit = Instant::now();
+    let mut out = Vec::with_capacity(512);
+    health.set_ready(true);
+    while !stop.load(Ordering::Relaxed) {
+        let message = consumer.poll(Duration::from_millis(50));
+        if reset.swap(false, Ordering::SeqCst) {
+            partitions.clear();
+            dirty = false;
+        }
+        if let Some(message) = message {
+            let m = match message {
+                Ok(m) => m,
+                Err(e) => {
+                    metrics.error("kafka_consume");
+                    tracing::warn!(error = %e, "consume failed");
+                    continue;
+                }
+            };
+            if !in_transaction.load(Ordering::SeqCst) {
+                producer.begin_transaction()?;
+                in_transaction.store(true, Ordering::SeqCst);
+            }
+            let (partition, offset) = (m.partition(), m.offset());
+            if !partitions.contains_key(&partition) {
+                let position = committed_position(&consumer, &kafka.topics.raw.name, partition)?;
+                tracing::info!(partition, first_offset = offset, pos = position.pos, late = position.late.len(), "partition state rebuilt from the committed position");
+                partitions.insert(
+                    partition,
+                    PartitionState {
+                        joiner: Joiner::new(rules)?,
+                        suppress_before: position.pos,
+                        skip: position.late.iter().copied().collect(),
+                        late: position.late.clone(),
+                        next: offset,
+                    },
+                );
+            }
+            let state = partitions.get_mut(&partition).expect("inserted above");
+            state.next = offset + 1;
+            metrics.record_in(1);
+            if state.skip.contains(&offset) {
+                continue;
+            }
+            let payload = m.payload().unwrap_or_default();
+            let source = format!("kafka:{}/{partition}/{offset}", m.topic());
+            let replaying = offset < state.suppress_before;
+            match read_record(payload) {
+                Ok(record) => {
+                    let input = Input {
+                        thing: &record.thing,
+                        quantity: &record.quantity,
+                        time: record.time,
+                        time_raw: record.time_raw,
+                        result: record.result,
+                        seq: offset as u64,
+                    };
+                    let mut late = false;
+                    let mut sends: Vec<(Vec<u8>, String, bool)> = Vec::new();
+                    state.joiner.push(&input, &mut |event| match event {
+                        Event::Joined(j) => {
+                            if (j.trigger as i64) >= state.suppress_before {
+                                out.clear();
+                                j.write_json(&mut out);
+                                sends.push((out.clone(), j.thing.to_string(), true));
+                            }
+                        }
+                        Event::Rejected(why) => {
+                            late |= matches!(why, Rejected::Late { .. });
+                            if !replaying {
+                                let reason = match why {
+                                    Rejected::Late { .. } => Reason::Late,
+                                    Rejected::NotANumber { .. } => Reason::NonFiniteValue,
+                                };
+                                metrics.dead_letter(&reason);
+                                let letter = DeadLetter::new(reason, why.to_string(), source.clone(), payload);
+                                sends.push((letter.to_json().into_bytes(), source.clone(), false));
+                            }
+                        }
+                    });
+                    if late {
+                        state.late.push(offset);
+                    }
+                    for (value, key, joined) in sends {
+                        let topic = if joined { joined_topic } else { dead_topic };
+                        send(&producer, topic, &key, &value)?;
+                        if joined {
+                            metrics.record_out(1);
+                        }
+                    }
+                }
+                Err((reason, detail)) if !replaying => {
+                    metrics.dead_letter(&reason);
+                    let letter = DeadLetter::new(reason, detail, source.clone(), payload);
+                    send(&producer, dead_topic, &source, letter.to_json().as_bytes())?;
+                }
+                Err(_) => {}
+            }
+            dirty = true;
+        }
+        if dirty && last_commit.elapsed() >= kafka.transaction_interval {
+            commit(&producer, &consumer, &kafka.topics.raw.name, &mut partitions, &health)?;
+            in_transaction.store(false, Ordering::SeqCst);
+            dirty = false;
+            last_commit = Instant::now();
+        }
+    }
+    if dirty && in_transaction.load(Ordering::SeqCst) {
+        commit(&producer, &consumer, &kafka.topics.raw.name, &mut partitions, &health)?;
+    }
+    // Closing the consumer revokes its partitions: nothing is open to abort.
+    in_transaction.store(false, Ordering::SeqCst);
+    Ok(())
+}
+
+struct Record<'a> {
+    thing: String,
+    quantity: String,
+    time: i64,
+    time_raw: &'a serde_json::value::RawValue,
+    result: f64,
+}
+
+fn read_record(payload: &[u8]) -> Result<Record<'_>, (Reason, String)> {
+    #[derive(Deserialize)]
+    struct Raw<'a> {
+        thing: String,
+        quantity: String,
+        #[serde(rename = "phenomenonTime", borrow)]
+        time: &'a serde_json::value::RawValue,
+        result: f64,
+    }
+    let raw: Raw<'_> = serde_json::from_slice(payload).map_err(|e| (Reason::MalformedJson, e.to_string()))?;
+    let text = raw.time.get();
+    let time = parse_timestamp_str(text.trim_matches('"')).map_err(|e| (Reason::BadTimestamp, e.to_string()))?;
+    Ok(Record { thing: raw.thing, quantity: raw.quantity, time, time_raw: raw.time, result: raw.result })
+}
+
+fn send(producer: &ThreadedProducer<DefaultProducerContext>, topic: &str, key: &str, value: &[u8]) -> anyhow::Result<()> {
+    let mut record = BaseRecord::to(topic).key(key).payload(value);
+    loop {
+        match producer.send(record) {
+            Ok(()) => return Ok(()),
+            Err((KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull), r)) => {
+                record = r;
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Err((e, _)) => anyhow::bail!("cannot produce to {topic}: {e}"),
+        }
+    }
+}
+
+fn committed_position<C: ConsumerContext>(consumer: &BaseConsumer<C>, topic: &str, partition: i32) -> anyhow::Result<CommitPosition> {
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition(topic, partition);
+    let committed = consumer.committed_offsets(tpl, TIMEOUT)?;
+    let metadata = committed.elements().first().map(|e| e.metadata().to_string()).unwrap_or_default();
+    if metadata.is_empty() {
+        return Ok(CommitPosition::default());
+    }
+    serde_json::from_str(&metadata).map_err(|e| anyhow::anyhow!("committed metadata of {topic}/{partition} is not ours ({metadata:?}): {e}"))
+}
+
+/// Commits the transaction with, per partition, the oldest offset still
+/// needed and the position consumed.
+fn commit<C: ConsumerContext>(
+    producer: &ThreadedProducer<DefaultProducerContext>,
+    consumer: &BaseConsumer<C>,
+    topic: &str,
+    partitions: &mut HashMap<i32, PartitionState>,
+    health: &Health,
+) -> anyhow::Result<()> {
+    let started = Instant::now();
+    // librdkafka's commit flushes in 100 ms slices: deliver first.
+    while producer.in_flight_count() > 0 {
+        producer.poll(Duration::from_millis(1));
+    }
+    let mut offsets = TopicPartitionList::new();
+    for (partition, state) in partitions.iter_mut() {
+        let oldest = state.joiner.min_retained_seq().map(|s| s as i64).unwrap_or(state.next).min(state.next);
+        state.late.retain(|o| *o >= oldest);
+        if state.late.len() > MAX_LATE_IN_METADATA {
+            tracing::warn!(partition, late = state.late.len(), "too many late records to remember; a replay may join some of them");
+            let excess = state.late.len() - MAX_LATE_IN_METADATA;
+            state.late.drain(..excess);
+        }
+        let position = CommitPosition { pos: state.next, late: state.late.clone() };
+        offsets.add_partition_offset(topic, *partition, Offset::Offset(oldest))?;
+        if let Some(mut e) = offsets.find_partition(topic, *partition) {
+            e.set_metadata(serde_json::to_string(&position).expect("a position always serializes"));
+        }
+        let label = crate::metrics::PartitionLabel { partition: *partition };
+        health.metrics.join_state_records.get_or_create(&label).set(state.joiner.retained() as i64);
+    }
+    let group = consumer.group_metadata().ok_or_else(|| anyhow::anyhow!("no consumer group metadata"))?;
+    let result = producer
+        .send_offsets_to_transaction(&offsets, &group, TIMEOUT)
+        .and_then(|()| producer.commit_transaction(TIMEOUT));
+    let metrics = health.metrics.stage("join");
+    match result {
+        Ok(()) => {
+            metrics.batch(offsets.count());
+            health.metrics.transaction_seconds.observe(started.elapsed().as_secs_f64());
+            Ok(())
+        }
+        Err(e) => {
+            metrics.error("transaction_aborted");
+            if let Some(code) = e.rdkafka_error_code() {
+                if matches!(code, rdkafka::types::RDKafkaErrorCode::Fenced | rdkafka::types::RDKafkaErrorCode::ProducerFenced) {
+                    anyhow::bail!("this join worker was fenced by a newer instance: stopping ({e})");
+                }
+            }
+            let _ = producer.abort_transaction(TIMEOUT);
+            // The aborted work must be redone: rebuild every partition from
+            // its committed offset.
+            for (partition, _) in partitions.drain() {
+                let mut tpl = TopicPartitionList::new();
+                tpl.add_partition(topic, partition);
+                let committed = consumer.committed_offsets(tpl, TIMEOUT)?;
+                if let Some(e) = committed.elements().first() {
+                    let offset = match e.offset() {
+                        Offset::Offset(o) => Offset::Offset(o),
+                        _ => Offset::Beginning,
+                    };
+                    consumer.seek(topic, partition, offset, TIMEOUT)?;
+                }
+            }
+            tracing::warn!(error = %e, "transaction aborted; replaying from the committed offsets");
+            Ok(())
+        }
+    }
+}

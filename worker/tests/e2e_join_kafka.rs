@@ -1,0 +1,267 @@
+//! The join stage on a real Kafka-protocol broker: exactly the spec's pair
+//! set in the joined topic (read_committed), no pair missing and none
+//! twice, although the worker is SIGKILLed again and again mid-stream, or
+//! one of two workers in the group stops.
+
+mod spec_pairs;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use millrace_testkit::{require, unique_name, KafkaBroker};
+use rand::{Rng, SeedableRng};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::{ClientConfig, Message};
+use serde_json::{json, Value};
+use spec_pairs::{brute_force, pair_of, Pair};
+
+const WORKER: &str = env!("CARGO_BIN_EXE_millrace-worker");
+
+struct Topics {
+    raw: String,
+    joined: String,
+    dead: String,
+}
+
+fn setup(broker: &KafkaBroker) -> Topics {
+    let t = Topics { raw: unique_name("raw"), joined: unique_name("joined"), dead: unique_name("dead") };
+    broker.create_topic(&t.raw, 3).unwrap();
+    broker.create_topic(&t.joined, 3).unwrap();
+    broker.create_topic(&t.dead, 1).unwrap();
+    t
+}
+
+fn config(dir: &Path, broker: &KafkaBroker, topics: &Topics) -> PathBuf {
+    let path = dir.join("pipeline.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"kafka:
+  bootstrapServers: "{}"
+  groupId: "{}"
+  transactionInterval: 100ms
+  topics:
+    raw: {{name: "{}", partitions: 3}}
+    joined: {{name: "{}", partitions: 3}}
+    deadLetter: {{name: "{}", partitions: 1}}
+joins:
+  - {{name: power, left: 'actSpeed_(C\d+)', right: 'vaTorque_(C\d+)', output: 'power_$1', expression: 'left*right'}}
+"#,
+            broker.bootstrap_servers(),
+            unique_name("g"),
+            topics.raw,
+            topics.joined,
+            topics.dead
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// Machines publishing speed and torque of two axes; per machine, times
+/// only grow (with ties), and which quantity comes next is random.
+fn stream(records: usize, seed: u64) -> Vec<Value> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let things = ["R0815", "H31415", "R27182", "M0001", "M0002"];
+    let mut clock = [1_554_096_380_000i64; 5];
+    (0..records)
+        .map(|i| {
+            let m = rng.random_range(0..things.len());
+            clock[m] += rng.random_range(0..3);
+            let quantity = ["actSpeed_C11", "vaTorque_C11", "actSpeed_C12", "vaTorque_C12"][rng.random_range(0..4)];
+            json!({"thing": things[m], "quantity": quantity, "phenomenonTime": clock[m], "result": i as f64 - 5000.0})
+        })
+        .collect()
+}
+
+/// Produces the stream to the raw topic over about `over`, keyed by thing.
+fn feed(servers: String, topic: String, records: Vec<Value>, over: Duration) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let producer: ThreadedProducer<DefaultProducerContext> =
+            ClientConfig::new().set("bootstrap.servers", &servers).set("enable.idempotence", "true").create().unwrap();
+        let chunk = (records.len() / 50).max(1);
+        for part in records.chunks(chunk) {
+            for r in part {
+                let value = r.to_string();
+                let key = r["thing"].as_str().unwrap().to_string();
+                producer.send(BaseRecord::to(&topic).key(&key).payload(&value)).map_err(|(e, _)| e).unwrap();
+            }
+            producer.flush(Duration::from_secs(30)).unwrap();
+            std::thread::sleep(over / 50);
+        }
+    })
+}
+
+struct Worker(Child);
+
+impl Worker {
+    fn start(config: &Path, instance: &str) -> Self {
+        Self::start_with(config, instance, false)
+    }
+
+    /// `static_member`: restarts of one instance keep its group membership
+    /// (the test broker never evicts a crashed dynamic member).
+    fn start_with(config: &Path, instance: &str, static_member: bool) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        Worker(
+            Command::new(WORKER)
+                .args(["run", "--stage", "join", "--config"])
+                .arg(config)
+                .args(["--metrics-addr", &format!("127.0.0.1:{port}")])
+                .env("MILLRACE_INSTANCE", instance)
+                .env("MILLRACE_STATIC_MEMBERSHIP", if static_member { "1" } else { "0" })
+                .env("RUST_LOG", std::env::var("WORKER_LOG").unwrap_or_else(|_| "warn".into()))
+                .spawn()
+                .unwrap(),
+        )
+    }
+
+    fn kill(mut self) {
+        let _ = self.0.kill(); // SIGKILL
+        let _ = self.0.wait();
+    }
+
+    fn terminate(mut self) {
+        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The joined topic as pairs, read_committed, once it stops growing.
+fn joined_pairs(servers: &str, topic: &str, expected: usize) -> Vec<Pair> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", servers)
+        .set("group.id", unique_name("reader"))
+        .set("auto.offset.reset", "earliest")
+        .set("isolation.level", "read_committed")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[topic]).unwrap();
+    let mut pairs = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut quiet_since = Instant::now();
+    while Instant::now() < deadline {
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) => {
+                let j: Value = serde_json::from_slice(m.payload().unwrap()).unwrap();
+                pairs.push(pair_of(&j));
+                quiet_since = Instant::now();
+            }
+            Some(Err(e)) => panic!("reading the joined topic failed: {e}"),
+            None => {}
+        }
+        // Done when everything expected is there and nothing more came for 3 s.
+        if pairs.len() >= expected && quiet_since.elapsed() > Duration::from_secs(3) {
+            break;
+        }
+    }
+    pairs
+}
+
+fn check(pairs: Vec<Pair>, want: &BTreeSet<Pair>) {
+    let got: BTreeSet<Pair> = pairs.iter().cloned().collect();
+    let twice = pairs.len() - got.len();
+    let missing: Vec<_> = want.difference(&got).take(5).collect();
+    let extra: Vec<_> = got.difference(want).take(5).collect();
+    assert!(twice == 0 && missing.is_empty() && extra.is_empty(),
+        "{} pairs, {} wanted: {twice} emitted twice, missing e.g. {missing:?}, extra e.g. {extra:?}", pairs.len(), want.len());
+}
+
+fn spec(records: &[Value]) -> BTreeSet<Pair> {
+    brute_force(records, &regex::Regex::new(r"^actSpeed_(C\d+)$").unwrap(), &regex::Regex::new(r"^vaTorque_(C\d+)$").unwrap(), false)
+}
+
+#[test]
+fn sigkill_at_random_moments_loses_and_doubles_nothing() {
+    let broker = require!(KafkaBroker::start());
+    let topics = setup(&broker);
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), &broker, &topics);
+    let records = stream(12_000, 7);
+    let want = spec(&records);
+    let feeder = feed(broker.bootstrap_servers(), topics.raw.clone(), records, Duration::from_secs(8));
+
+    let mut rng = rand::rngs::StdRng::seed_from_u64(42);
+    let mut kills = 0;
+    while kills < 12 {
+        let worker = Worker::start_with(&config, "crash", true);
+        std::thread::sleep(Duration::from_millis(rng.random_range(300..1200)));
+        worker.kill();
+        kills += 1;
+    }
+    feeder.join().unwrap();
+    let _last = Worker::start_with(&config, "crash", true);
+    check(joined_pairs(&broker.bootstrap_servers(), &topics.joined, want.len()), &want);
+}
+
+#[test]
+fn two_workers_one_stopped_mid_stream_give_the_same_pairs() {
+    let broker = require!(KafkaBroker::start());
+    let topics = setup(&broker);
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), &broker, &topics);
+    let records = stream(8_000, 11);
+    let want = spec(&records);
+    let feeder = feed(broker.bootstrap_servers(), topics.raw.clone(), records, Duration::from_secs(6));
+    let a = Worker::start(&config, "a");
+    let _b = Worker::start(&config, "b");
+    std::thread::sleep(Duration::from_secs(3));
+    a.terminate();
+    feeder.join().unwrap();
+    check(joined_pairs(&broker.bootstrap_servers(), &topics.joined, want.len()), &want);
+}
+
+#[test]
+fn one_worker_joins_the_stream_exactly() {
+    let broker = require!(KafkaBroker::start());
+    let topics = setup(&broker);
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), &broker, &topics);
+    let records = stream(6_000, 3);
+    let want = spec(&records);
+    let feeder = feed(broker.bootstrap_servers(), topics.raw.clone(), records, Duration::from_secs(3));
+    let _worker = Worker::start(&config, "solo");
+    feeder.join().unwrap();
+    check(joined_pairs(&broker.bootstrap_servers(), &topics.joined, want.len()), &want);
+}
+
+#[test]
+fn the_generated_stream_joins_exactly_in_process() {
+    use millrace_worker::config::PipelineConfig;
+    use millrace_worker::join::joiner::{Event, Input, Joiner};
+    let records = stream(6_000, 3);
+    let want = spec(&records);
+    let config = PipelineConfig::from_yaml(
+        "joins:\n  - {name: power, left: 'actSpeed_(C\\d+)', right: 'vaTorque_(C\\d+)', output: 'power_$1', expression: 'left*right'}\n",
+    )
+    .unwrap();
+    let mut joiner = Joiner::new(&config.joins).unwrap();
+    let mut pairs = Vec::new();
+    for (i, r) in records.iter().enumerate() {
+        let raw = serde_json::value::to_raw_value(&r["phenomenonTime"]).unwrap();
+        let input = Input {
+            thing: r["thing"].as_str().unwrap(),
+            quantity: r["quantity"].as_str().unwrap(),
+            time: r["phenomenonTime"].as_i64().unwrap() * 1_000_000,
+            time_raw: &raw,
+            result: r["result"].as_f64().unwrap(),
+            seq: i as u64,
+        };
+        joiner.push(&input, &mut |e| {
+            if let Event::Joined(j) = e {
+                pairs.push(pair_of(&serde_json::from_slice(&j.to_json()).unwrap()));
+            }
+        });
+    }
+    check(pairs, &want);
+}
