@@ -231,20 +231,28 @@ pub async fn run_from_kafka(
                 }
                 if batch.len() >= target.batch_size {
                     exporter.flush(&mut batch, &shutdown).await?;
-                    consumer.commit_consumer_state(CommitMode::Async)?;
+                    commit_consumed(&consumer, CommitMode::Async)?;
                 }
             }
             _ = tick.tick() => {
                 if !batch.is_empty() && batch.age() >= target.flush_interval {
                     exporter.flush(&mut batch, &shutdown).await?;
-                    consumer.commit_consumer_state(CommitMode::Async)?;
+                    commit_consumed(&consumer, CommitMode::Async)?;
                 }
             }
         }
     }
     exporter.flush(&mut batch, &shutdown).await?;
-    if consumer.assignment().map(|a| a.count() > 0).unwrap_or(false) {
-        consumer.commit_consumer_state(CommitMode::Sync)?;
-    }
+    commit_consumed(&consumer, CommitMode::Sync)?;
     Ok(())
+}
+
+/// Commits what was consumed; nothing new since the last commit is fine.
+fn commit_consumed(consumer: &StreamConsumer, mode: CommitMode) -> Result<(), rdkafka::error::KafkaError> {
+    use rdkafka::error::KafkaError;
+    use rdkafka::types::RDKafkaErrorCode;
+    match consumer.commit_consumer_state(mode) {
+        Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => Ok(()),
+        other => other,
+    }
 }

@@ -1,15 +1,16 @@
-//! The worker in embedded mode against real Mosquitto and InfluxDB: the
-//! prototype's machine data goes in through MQTT and every quantity comes
-//! out in InfluxDB, with the joined power, nothing lost or doubled, also
-//! across a broker restart and an InfluxDB outage; bad messages land in the
-//! dead letters with their reason.
+//! The whole pipeline against real Mosquitto, InfluxDB and (for the staged
+//! form) a Kafka-protocol broker: the prototype's machine data goes in
+//! through MQTT and every quantity comes out in InfluxDB, with the joined
+//! power, nothing lost or doubled, embedded and as three stages on Kafka,
+//! also across a broker restart and an InfluxDB outage; bad messages land
+//! in the dead letters with their reason.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use millrace_testkit::{require, unique_name, InfluxDb, Mosquitto};
+use millrace_testkit::{require, unique_name, InfluxDb, KafkaBroker, Mosquitto};
 
 const WIDE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/data/test_events.jsonl");
 const NARROW: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/narrow-events.jsonl");
@@ -29,10 +30,15 @@ impl Drop for Worker {
 
 impl Worker {
     fn start(config: &Path) -> Self {
+        Self::start_stage(config, None)
+    }
+
+    fn start_stage(config: &Path, stage: Option<&str>) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let child = Command::new(WORKER)
             .args(["run", "--config"])
             .arg(config)
+            .args(stage.map(|s| vec!["--stage", s]).unwrap_or_default())
             .args(["--metrics-addr", &format!("127.0.0.1:{port}")])
             .env("RUST_LOG", "warn")
             .spawn()
@@ -242,4 +248,36 @@ fn bad_messages_go_to_the_dead_letters_and_the_good_ones_arrive() {
     let malformed = letters.iter().find(|l| l["reason"] == "malformed_json").unwrap();
     assert_eq!(malformed["payload"], "{oops", "the original bytes are kept");
     assert!(malformed["source"].as_str().unwrap().starts_with("mqtt:machines/"));
+}
+
+#[test]
+fn machine_data_flows_through_three_stages_on_kafka() {
+    if !shared_file_present() {
+        return;
+    }
+    let mqtt = require!(Mosquitto::start());
+    let influx = require!(InfluxDb::start());
+    let kafka = require!(KafkaBroker::start());
+    let (raw, joined, dead) = (unique_name("raw"), unique_name("joined"), unique_name("dead"));
+    kafka.create_topic(&raw, 3).unwrap();
+    kafka.create_topic(&joined, 3).unwrap();
+    kafka.create_topic(&dead, 1).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let db = unique_name("staged").replace('-', "_");
+    let path = config(dir.path(), &mqtt, &influx, &db);
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    text.push_str(&format!(
+        "kafka:\n  bootstrapServers: \"{}\"\n  groupId: \"{}\"\n  topics:\n    raw: {{name: \"{raw}\", partitions: 3}}\n    joined: {{name: \"{joined}\", partitions: 3}}\n    deadLetter: {{name: \"{dead}\", partitions: 1}}\n",
+        kafka.bootstrap_servers(),
+        unique_name("g")
+    ));
+    std::fs::write(&path, text).unwrap();
+    let export = Worker::start_stage(&path, Some("export"));
+    let join = Worker::start_stage(&path, Some("join"));
+    let ingest = Worker::start_stage(&path, Some("ingest"));
+    simulate(&mqtt, &["--file", WIDE]);
+    wait_for_counts(&influx, &db, &expected());
+    for w in [ingest, join, export] {
+        assert!(w.stop().success());
+    }
 }
