@@ -2,9 +2,13 @@
 //! own temporary directory, stopped (and its files removed) when dropped,
 //! also when the test panics.
 //!
-//! ```ignore
+//! ```no_run
 //! use millrace_testkit::{require, Mosquitto};
-//! let mqtt = require!(Mosquitto::start());
+//!
+//! fn a_test() {
+//!     let mqtt = require!(Mosquitto::start());
+//!     assert!(mqtt.url().starts_with("mqtt://127.0.0.1:"));
+//! }
 //! ```
 //!
 //! Binaries come from `KUBEBUILDER_ASSETS` (etcd, kube-apiserver), then

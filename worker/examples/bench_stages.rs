@@ -4,7 +4,9 @@
 //! - ingest: generated wide messages (four quantities each) published to
 //!   Mosquitto at full speed, split and produced to a Kafka topic (noida-db)
 //!   by the ingest stage, acknowledged after Kafka accepted them;
-//! - export: narrow records written to InfluxDB 1.x in batches.
+//! - export: narrow records written to InfluxDB 1.x in batches;
+//! - join: narrow records already in the raw topic joined and produced to
+//!   the joined topic inside transactions committed every 100 ms.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -127,8 +129,78 @@ async fn bench_export(points: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn bench_join(records: usize) -> anyhow::Result<()> {
+    use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let broker = KafkaBroker::start().map_err(|e| anyhow::anyhow!("{e}"))?;
+    for (t, p) in [("bench.raw", 6), ("bench.joined", 6), ("bench.dead", 1)] {
+        broker.create_topic(t, p)?;
+    }
+    let kafka_config = KafkaConfig {
+        bootstrap_servers: broker.bootstrap_servers(),
+        group_id: "bench".into(),
+        topics: millrace_worker::config::Topics {
+            raw: millrace_worker::config::TopicSpec::named("bench.raw"),
+            joined: millrace_worker::config::TopicSpec::named("bench.joined"),
+            dead_letter: millrace_worker::config::TopicSpec::named("bench.dead"),
+        },
+        transaction_interval: Duration::from_millis(100),
+        properties: Default::default(),
+    };
+    let producer: ThreadedProducer<DefaultProducerContext> =
+        kafka::client_config(&kafka_config).set("linger.ms", "20").create()?;
+    for i in 0..records {
+        let thing = format!("M{:03}", i % 60);
+        let quantity = if (i / 60) % 2 == 0 { "actSpeed_C11" } else { "vaTorque_C11" };
+        let value = format!(
+            "{{\"thing\":\"{thing}\",\"quantity\":\"{quantity}\",\"phenomenonTime\":{},\"result\":{}}}",
+            1_700_000_000_000i64 + (i / 60) as i64,
+            (i % 997) as f64 * 0.5
+        );
+        let mut record = BaseRecord::to("bench.raw").key(&thing).payload(&value);
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((_, r)) => {
+                    record = r;
+                    producer.poll(Duration::from_millis(5));
+                }
+            }
+        }
+    }
+    producer.flush(Duration::from_secs(120))?;
+    let rules = PipelineConfig::from_yaml(
+        "joins:\n  - {name: power, left: 'actSpeed_(C\\d+)', right: 'vaTorque_(C\\d+)', output: 'power_$1', expression: '2*pi/60*left*right'}\n",
+    )?
+    .joins;
+    let health = Arc::new(Health::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let start = Instant::now();
+    let worker = {
+        let (health, stop) = (health.clone(), stop.clone());
+        std::thread::spawn(move || millrace_worker::join::stage::run(&kafka_config, &rules, health, stop))
+    };
+    while counter(&health, "millrace_records_in_total{stage=\"join\"}") < records as f64 {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    stop.store(true, Ordering::Relaxed);
+    worker.join().expect("join thread")?;
+    let elapsed = start.elapsed();
+    let joined = counter(&health, "millrace_records_out_total{stage=\"join\"}");
+    let commits = counter(&health, "millrace_join_transaction_seconds_count");
+    println!(
+        "join on Kafka: {records} narrow records -> {joined} joined records in {:.2} s: {:.0} joined records/s, {:.0} input records/s, {commits} transactions (every 100 ms), consume + produce through noida-db on the same 2 cores",
+        elapsed.as_secs_f64(),
+        joined / elapsed.as_secs_f64(),
+        records as f64 / elapsed.as_secs_f64()
+    );
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    let join_records: usize = std::env::var("BENCH_JOIN_RECORDS").ok().and_then(|v| v.parse().ok()).unwrap_or(300_000);
+    tokio::task::spawn_blocking(move || bench_join(join_records)).await??;
     let messages: u64 = std::env::var("BENCH_MESSAGES").ok().and_then(|v| v.parse().ok()).unwrap_or(100_000);
     let points: usize = std::env::var("BENCH_POINTS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
     bench_export(points).await?;
