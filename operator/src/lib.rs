@@ -1,2 +1,4 @@
 //! Millrace operator: reconciles `StreamPipeline` resources into the worker
 //! Deployments, Kafka topics, a Mosquitto broker and Grafana.
+
+pub mod crd;

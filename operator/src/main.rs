@@ -23,8 +23,12 @@ enum Command {
 
 fn main() -> ExitCode {
     match Cli::parse().command {
-        Command::Run | Command::Crd => {
-            eprintln!("millrace-operator: the controller is not built yet");
+        Command::Crd => {
+            print!("{}", millrace_operator::crd::crd_yaml());
+            ExitCode::SUCCESS
+        }
+        Command::Run => {
+            eprintln!("millrace-operator run: the controller is not built yet (the CRD is: `millrace-operator crd`)");
             ExitCode::from(3)
         }
     }

@@ -87,9 +87,9 @@ pub struct PayloadFormat {
     #[serde(default = "default_id_field")]
     pub id_field: String,
     /// Regular expression a field name must match to be forwarded as a
-    /// quantity. Empty: every numeric field is a quantity.
-    #[serde(default)]
-    pub quantities: String,
+    /// quantity. Absent: every numeric field is a quantity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quantities: Option<String>,
 }
 
 /// Kafka connection and topics.
@@ -311,8 +311,8 @@ impl PipelineConfig {
         if self.mqtt.qos > 2 {
             return Err(invalid("mqtt.qos", "must be 0, 1 or 2"));
         }
-        if !self.payload.quantities.is_empty() {
-            regex::Regex::new(&self.payload.quantities)
+        if let Some(quantities) = &self.payload.quantities {
+            regex::Regex::new(quantities)
                 .map_err(|e| invalid("payload.quantities", &e.to_string()))?;
         }
         let mut names = std::collections::BTreeSet::new();
@@ -360,7 +360,7 @@ impl Default for PayloadFormat {
             thing_field: default_thing_field(),
             timestamp_field: default_timestamp_field(),
             id_field: default_id_field(),
-            quantities: String::new(),
+            quantities: None,
         }
     }
 }

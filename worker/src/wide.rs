@@ -40,15 +40,13 @@ pub struct Splitter {
 
 impl Splitter {
     pub fn new(format: &PayloadFormat, max_bytes: usize) -> Result<Self, ConfigError> {
-        let quantities = if format.quantities.is_empty() {
-            None
-        } else {
-            // Anchored: the expression names whole quantity names.
-            Some(Regex::new(&format!("^(?:{})$", format.quantities)).map_err(|e| ConfigError::Invalid {
-                field: "payload.quantities".into(),
-                message: e.to_string(),
-            })?)
-        };
+        // Anchored: the expression names whole quantity names.
+        let quantities = format
+            .quantities
+            .as_ref()
+            .map(|q| Regex::new(&format!("^(?:{q})$")))
+            .transpose()
+            .map_err(|e| ConfigError::Invalid { field: "payload.quantities".into(), message: e.to_string() })?;
         Ok(Self {
             thing_field: format.thing_field.clone(),
             timestamp_field: format.timestamp_field.clone(),
@@ -247,7 +245,7 @@ mod tests {
 
     #[test]
     fn the_quantity_filter_selects_whole_names() {
-        let format = PayloadFormat { quantities: "actSpeed_.*|vaTorque_C11".into(), ..Default::default() };
+        let format = PayloadFormat { quantities: Some("actSpeed_.*|vaTorque_C11".into()), ..Default::default() };
         let s = Splitter::new(&format, 1024).unwrap().split(br#"{"Thing":"a","Timestamp":1,"vaTorque_C11":1,"vaTorque_C111":2,"actSpeed_C1":3,"vaLoad":4}"#);
         assert_eq!(quantities(&s), vec![("actSpeed_C1", 3.0), ("vaTorque_C11", 1.0)]);
     }
@@ -288,7 +286,7 @@ mod tests {
 
     #[test]
     fn filtered_quantities_of_the_wrong_type_are_reported() {
-        let format = PayloadFormat { quantities: "a|b".into(), ..Default::default() };
+        let format = PayloadFormat { quantities: Some("a|b".into()), ..Default::default() };
         let s = Splitter::new(&format, 1024).unwrap().split(br#"{"Thing":"m","Timestamp":1,"a":"high","b":2,"note":"x"}"#);
         assert_eq!(quantities(&s), vec![("b", 2.0)]);
         assert_eq!(s.problem.unwrap().reason, Reason::WrongType);

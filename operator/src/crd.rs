@@ -1,0 +1,203 @@
+//! The `StreamPipeline` custom resource (`millrace.io/v1alpha1`). Its spec
+//! embeds the worker's own pipeline configuration, so the CRD schema, the
+//! worker's file format and the docs cannot drift apart.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::ResourceRequirements;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::CustomResource;
+use millrace_worker::config::PipelineConfig;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// A stream-processing pipeline of machine data: MQTT in, narrow records on
+/// Kafka, time-series joins, InfluxDB and Grafana out. The operator runs the
+/// workers, the Kafka topics, an optional Mosquitto broker and Grafana for it.
+#[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "millrace.io",
+    version = "v1alpha1",
+    kind = "StreamPipeline",
+    plural = "streampipelines",
+    shortname = "pipeline",
+    category = "millrace",
+    namespaced,
+    status = "StreamPipelineStatus",
+    derive = "PartialEq",
+    doc = "A stream-processing pipeline of machine data: MQTT in, Kafka topics, time-series joins, InfluxDB and Grafana out.",
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Stages","type":"string","description":"ready stage replicas / wanted","jsonPath":".status.stages"}"#,
+    printcolumn = r#"{"name":"Topics","type":"string","jsonPath":".status.topicsSummary"}"#,
+    printcolumn = r#"{"name":"Reason","type":"string","priority":1,"jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct StreamPipelineSpec {
+    /// The pipeline itself, in the worker's configuration format: MQTT source
+    /// and payload format, Kafka bootstrap servers and topics, join rules and
+    /// the InfluxDB target. With `mosquitto.managed`, `mqtt.url` is set by the
+    /// operator. A `kafka` section is required here.
+    pub pipeline: PipelineConfig,
+    /// The worker Pods: image and per-stage replicas and resources.
+    #[serde(default)]
+    pub workers: Workers,
+    /// A Mosquitto broker run by the operator for this pipeline.
+    #[serde(default)]
+    pub mosquitto: ManagedMosquitto,
+    /// Grafana, provisioned with the InfluxDB datasource and dashboards of
+    /// the raw and joined quantities.
+    #[serde(default)]
+    pub grafana: GrafanaSpec,
+    /// What happens to the Kafka topics when the pipeline is deleted:
+    /// `Retain` keeps them (the default), `Delete` deletes them.
+    #[serde(default)]
+    pub deletion_policy: DeletionPolicy,
+    /// Scale every worker to zero while keeping topics, broker and Grafana.
+    #[serde(default)]
+    pub suspend: bool,
+}
+
+/// Whether topics outlive their pipeline.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum DeletionPolicy {
+    /// Keep the Kafka topics and their data.
+    #[default]
+    Retain,
+    /// Delete the Kafka topics with the pipeline.
+    Delete,
+}
+
+/// The worker Pods.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Workers {
+    /// Worker image.
+    #[serde(default = "default_image")]
+    pub image: String,
+    /// Image pull policy: Always, IfNotPresent or Never.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_pull_policy: Option<String>,
+    /// The ingest stage (MQTT to the raw topic). Replicas split the MQTT
+    /// messages through a shared subscription.
+    #[serde(default)]
+    pub ingest: StageSpec,
+    /// The join stage (raw to joined topic, exactly once). Replicas beyond
+    /// the raw topic's partition count are idle.
+    #[serde(default)]
+    pub join: StageSpec,
+    /// The export stage (raw and joined topics to InfluxDB).
+    #[serde(default)]
+    pub export: StageSpec,
+}
+
+impl Default for Workers {
+    fn default() -> Self {
+        Self { image: default_image(), image_pull_policy: None, ingest: StageSpec::default(), join: StageSpec::default(), export: StageSpec::default() }
+    }
+}
+
+fn default_image() -> String {
+    format!("millrace/worker:{}", env!("CARGO_PKG_VERSION"))
+}
+
+/// One stage's Deployment.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StageSpec {
+    /// Number of Pods.
+    #[serde(default = "one")]
+    #[schemars(range(min = 0, max = 1000))]
+    pub replicas: i32,
+    /// CPU and memory requests and limits of the worker container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+}
+
+impl Default for StageSpec {
+    fn default() -> Self {
+        Self { replicas: one(), resources: None }
+    }
+}
+
+fn one() -> i32 {
+    1
+}
+
+/// A Mosquitto broker run by the operator.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ManagedMosquitto {
+    /// Run a broker for this pipeline (and point `pipeline.mqtt.url` at it).
+    #[serde(default)]
+    pub managed: bool,
+    /// Mosquitto image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// Keep queued messages and sessions on a PersistentVolumeClaim of this
+    /// size (e.g. `1Gi`); without it, they live in memory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub persistence_size: Option<String>,
+    /// Require a username and password, from this Secret (keys `username`
+    /// and `password`); machines and workers use the same Secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_secret: Option<String>,
+}
+
+/// Grafana for the pipeline.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GrafanaSpec {
+    /// Run Grafana for this pipeline.
+    #[serde(default)]
+    pub enabled: bool,
+    /// Grafana image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// Secret with the admin credentials (keys `admin-user`, `admin-password`);
+    /// without it the operator generates one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_secret: Option<String>,
+}
+
+/// What the operator observed and did.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StreamPipelineStatus {
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Ready`, `SpecValid`, `TopicsReady`, `BrokerReady`, `WorkersReady`,
+    /// `GrafanaReady`, each with a reason and a message.
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
+    /// Ready worker replicas over wanted ones, e.g. `3/3`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stages: Option<String>,
+    /// The topics in one line, e.g. `3/3 ready`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topics_summary: Option<String>,
+    /// The Kafka topics as found in the broker.
+    #[serde(default)]
+    pub topics: Vec<TopicStatus>,
+    /// Where to reach the pipeline's services (MQTT, Grafana, metrics).
+    #[serde(default)]
+    pub endpoints: BTreeMap<String, String>,
+}
+
+/// A Kafka topic of the pipeline.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TopicStatus {
+    /// Topic name.
+    pub name: String,
+    /// Partitions in the broker.
+    pub partitions: i32,
+}
+
+/// The CRD as YAML, exactly what `millrace-operator crd` prints and
+/// `crds/streampipeline.yaml` holds.
+pub fn crd_yaml() -> String {
+    use kube::CustomResourceExt;
+    serde_yaml::to_string(&StreamPipeline::crd()).expect("the CRD always serializes")
+}

@@ -1,0 +1,111 @@
+//! The StreamPipeline CRD: `crds/` holds exactly what the operator prints,
+//! and the real API server takes it, explains it, and refuses what its
+//! schema can tell is wrong.
+
+use std::time::Duration;
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::runtime::{conditions, wait::await_condition};
+use millrace_operator::crd::{crd_yaml, StreamPipeline};
+use millrace_testkit::{require, unique_name, KubeApi};
+
+const CHECKED_IN: &str = include_str!("../../crds/streampipeline.yaml");
+
+#[test]
+fn crds_directory_holds_exactly_what_the_operator_prints() {
+    assert!(
+        CHECKED_IN == crd_yaml(),
+        "crds/streampipeline.yaml differs from the CRD the code defines; regenerate it with\n  cargo run -p millrace-operator -- crd > crds/streampipeline.yaml"
+    );
+}
+
+fn example(name: &str) -> serde_json::Value {
+    serde_json::json!({
+        "apiVersion": "millrace.io/v1alpha1",
+        "kind": "StreamPipeline",
+        "metadata": {"name": name},
+        "spec": {
+            "pipeline": {
+                "mqtt": {"url": "mqtt://mosquitto:1883", "topics": ["machines/#"], "qos": 1},
+                "kafka": {"bootstrapServers": "kafka:9092"},
+                "joins": [{"name": "power", "left": "actSpeed_(C\\d+)", "right": "vaTorque_(C\\d+)",
+                           "output": "power_$1", "expression": "2*pi/60*left*right", "maxDelta": "500ms"}],
+                "influxdb": {"url": "http://influxdb:8086", "credentials": {"secretName": "influx"}}
+            },
+            "workers": {"join": {"replicas": 2}},
+            "deletionPolicy": "Delete"
+        }
+    })
+}
+
+async fn install_crd(kube: &KubeApi) -> kube::Client {
+    let client = kube.client().await.unwrap();
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let crd: CustomResourceDefinition = serde_yaml::from_str(CHECKED_IN).unwrap();
+    crds.patch("streampipelines.millrace.io", &PatchParams::apply("millrace-test").force(), &Patch::Apply(&crd)).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(30), await_condition(crds, "streampipelines.millrace.io", conditions::is_crd_established()))
+        .await
+        .expect("CRD not established within 30 s")
+        .unwrap();
+    client
+}
+
+#[tokio::test]
+async fn the_api_server_takes_a_pipeline_and_explains_its_fields() {
+    let kube = require!(KubeApi::shared());
+    let client = install_crd(kube).await;
+    let ns = kube.create_namespace(&unique_name("crd")).await.unwrap();
+    let pipelines: Api<StreamPipeline> = Api::namespaced(client, &ns);
+    let created = pipelines.create(&PostParams::default(), &serde_json::from_value(example("plant-1")).unwrap()).await.unwrap();
+    assert_eq!(created.spec.workers.join.replicas, 2);
+    assert_eq!(created.spec.workers.ingest.replicas, 1, "defaults filled in");
+    assert_eq!(created.spec.pipeline.joins[0].max_delta, Some(Duration::from_millis(500)));
+
+    let kubectl = require!(millrace_testkit::find_binary("kubectl"));
+    // The 1.20 server publishes OpenAPI v2 only, and a new CRD's schema
+    // reaches it a few seconds after the CRD is established.
+    let explain = || {
+        std::process::Command::new(&kubectl)
+            .arg("--kubeconfig")
+            .arg(kube.kubeconfig_path())
+            .args(["explain", "streampipelines.spec.pipeline.joins", "--output=plaintext-openapiv2"])
+            .output()
+            .unwrap()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut out = explain();
+    while !out.status.success() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        out = explain();
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("Join rules"), "{text}");
+    assert!(text.contains("expression"), "{text}");
+}
+
+#[tokio::test]
+async fn the_api_server_refuses_what_the_schema_can_tell_is_wrong() {
+    let kube = require!(KubeApi::shared());
+    let client = install_crd(kube).await;
+    let ns = kube.create_namespace(&unique_name("crd")).await.unwrap();
+    // Raw objects: some of these values the Rust types would refuse first.
+    let resource = kube::api::ApiResource::erase::<StreamPipeline>(&());
+    let pipelines: Api<kube::api::DynamicObject> = Api::namespaced_with(client, &ns, &resource);
+    let cases = [
+        ("/spec/workers/join/replicas", serde_json::json!(-1), "spec.workers.join.replicas"),
+        ("/spec/deletionPolicy", serde_json::json!("Maybe"), "spec.deletionPolicy"),
+        ("/spec/pipeline/mqtt/qos", serde_json::json!(7), "spec.pipeline.mqtt.qos"),
+    ];
+    for (i, (pointer, value, field)) in cases.into_iter().enumerate() {
+        let mut bad = example(&format!("bad-{i}"));
+        *bad.pointer_mut(pointer).unwrap_or_else(|| panic!("{pointer}")) = value;
+        let err = pipelines.create(&PostParams::default(), &serde_json::from_value(bad).unwrap()).await;
+        let err = match err {
+            Err(e) => e.to_string(),
+            Ok(_) => panic!("{pointer} was accepted"),
+        };
+        assert!(err.contains(field), "{pointer}: {err}");
+    }
+}
