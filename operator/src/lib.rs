@@ -2,3 +2,4 @@
 //! Deployments, Kafka topics, a Mosquitto broker and Grafana.
 
 pub mod crd;
+pub mod build;

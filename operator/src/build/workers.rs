@@ -1,0 +1,302 @@
+//! The worker objects of a pipeline, built from its spec alone (pure): the
+//! ConfigMap holding the worker's configuration, and per stage a Deployment
+//! and a metrics Service.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
+use k8s_openapi::api::core::v1::{
+    Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction,
+    ObjectFieldSelector, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SecretKeySelector, SecurityContext, Service,
+    ServicePort, ServiceSpec, Volume, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::{Resource, ResourceExt};
+use millrace_worker::config::SecretCredentials;
+use sha2::{Digest, Sha256};
+
+use crate::crd::{StageSpec, StreamPipeline};
+
+/// Where the worker reads its configuration inside the Pod.
+pub const CONFIG_DIR: &str = "/etc/millrace";
+pub const CONFIG_FILE: &str = "pipeline.yaml";
+/// Port of `/metrics`, `/healthz` and `/readyz`.
+pub const METRICS_PORT: i32 = 9090;
+/// Pod template annotation whose change rolls the workers when the
+/// configuration changes.
+pub const CONFIG_HASH_ANNOTATION: &str = "millrace.io/config-hash";
+
+/// The three stages, each its own Deployment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stage {
+    Ingest,
+    Join,
+    Export,
+}
+
+impl Stage {
+    pub const ALL: [Stage; 3] = [Stage::Ingest, Stage::Join, Stage::Export];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Stage::Ingest => "ingest",
+            Stage::Join => "join",
+            Stage::Export => "export",
+        }
+    }
+
+    fn spec(self, p: &StreamPipeline) -> &StageSpec {
+        match self {
+            Stage::Ingest => &p.spec.workers.ingest,
+            Stage::Join => &p.spec.workers.join,
+            Stage::Export => &p.spec.workers.export,
+        }
+    }
+}
+
+/// Labels every object of a pipeline carries (and selects by).
+pub fn labels(p: &StreamPipeline, component: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("app.kubernetes.io/name".to_string(), "millrace".to_string()),
+        ("app.kubernetes.io/instance".to_string(), p.name_any()),
+        ("app.kubernetes.io/component".to_string(), component.to_string()),
+        ("app.kubernetes.io/managed-by".to_string(), "millrace-operator".to_string()),
+    ])
+}
+
+fn metadata(p: &StreamPipeline, name: String, component: &str) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name),
+        namespace: p.namespace(),
+        labels: Some(labels(p, component)),
+        owner_references: p.controller_owner_ref(&()).map(|o| vec![o]),
+        ..Default::default()
+    }
+}
+
+/// The worker's configuration file: the spec's pipeline section, as YAML.
+/// Credentials are never in it: only the names of the Secrets.
+pub fn config_map(p: &StreamPipeline) -> ConfigMap {
+    let yaml = serde_yaml::to_string(&p.spec.pipeline).expect("a pipeline always serializes");
+    ConfigMap {
+        metadata: metadata(p, format!("{}-worker", p.name_any()), "worker-config"),
+        data: Some(BTreeMap::from([(CONFIG_FILE.to_string(), yaml)])),
+        ..Default::default()
+    }
+}
+
+/// A short, stable hash of the configuration, for the Pod template.
+pub fn config_hash(config: &ConfigMap) -> String {
+    let mut hasher = Sha256::new();
+    for (k, v) in config.data.iter().flatten() {
+        hasher.update(k.as_bytes());
+        hasher.update([0]);
+        hasher.update(v.as_bytes());
+        hasher.update([0]);
+    }
+    hex::encode(&hasher.finalize()[..8])
+}
+
+fn secret_env(name: &str, credentials: &SecretCredentials, key: &str) -> EnvVar {
+    EnvVar {
+        name: name.to_string(),
+        value_from: Some(EnvVarSource {
+            secret_key_ref: Some(SecretKeySelector { name: credentials.secret_name.clone(), key: key.to_string(), optional: Some(false) }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn credential_env(p: &StreamPipeline) -> Vec<EnvVar> {
+    let mut env = Vec::new();
+    if let Some(c) = p.spec.pipeline.influxdb.as_ref().and_then(|i| i.credentials.as_ref()) {
+        env.push(secret_env("MILLRACE_INFLUXDB_USERNAME", c, &c.username_key));
+        env.push(secret_env("MILLRACE_INFLUXDB_PASSWORD", c, &c.password_key));
+    }
+    if let Some(c) = &p.spec.pipeline.mqtt.credentials {
+        env.push(secret_env("MILLRACE_MQTT_USERNAME", c, &c.username_key));
+        env.push(secret_env("MILLRACE_MQTT_PASSWORD", c, &c.password_key));
+    }
+    env
+}
+
+fn http_probe(path: &str, period: i32) -> Probe {
+    Probe {
+        http_get: Some(HTTPGetAction { path: Some(path.to_string()), port: IntOrString::Int(METRICS_PORT), ..Default::default() }),
+        period_seconds: Some(period),
+        failure_threshold: Some(3),
+        ..Default::default()
+    }
+}
+
+/// The Deployment of one stage. `config_hash` rolls it when the
+/// configuration changes; `suspend` scales it to zero.
+pub fn deployment(p: &StreamPipeline, stage: Stage, config_hash: &str) -> Deployment {
+    let name = format!("{}-{}", p.name_any(), stage.name());
+    let selector = labels(p, stage.name());
+    let replicas = if p.spec.suspend { 0 } else { stage.spec(p).replicas };
+    let mut env = vec![EnvVar {
+        // A stable, unique instance name: the join stage's transactional id.
+        name: "MILLRACE_INSTANCE".into(),
+        value_from: Some(EnvVarSource {
+            field_ref: Some(ObjectFieldSelector { field_path: "metadata.name".into(), ..Default::default() }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }];
+    env.extend(credential_env(p));
+    let container = Container {
+        name: "worker".into(),
+        image: Some(p.spec.workers.image.clone()),
+        image_pull_policy: p.spec.workers.image_pull_policy.clone(),
+        args: Some(
+            ["run", "--config", &format!("{CONFIG_DIR}/{CONFIG_FILE}"), "--stage", stage.name()].iter().map(|s| s.to_string()).collect(),
+        ),
+        env: Some(env),
+        ports: Some(vec![ContainerPort { name: Some("metrics".into()), container_port: METRICS_PORT, ..Default::default() }]),
+        liveness_probe: Some(http_probe("/healthz", 10)),
+        readiness_probe: Some(http_probe("/readyz", 5)),
+        resources: stage.spec(p).resources.clone(),
+        security_context: Some(SecurityContext {
+            run_as_non_root: Some(true),
+            read_only_root_filesystem: Some(true),
+            allow_privilege_escalation: Some(false),
+            capabilities: Some(Capabilities { drop: Some(vec!["ALL".into()]), ..Default::default() }),
+            ..Default::default()
+        }),
+        volume_mounts: Some(vec![VolumeMount { name: "config".into(), mount_path: CONFIG_DIR.into(), read_only: Some(true), ..Default::default() }]),
+        ..Default::default()
+    };
+    Deployment {
+        metadata: metadata(p, name, stage.name()),
+        spec: Some(DeploymentSpec {
+            replicas: Some(replicas),
+            selector: LabelSelector { match_labels: Some(selector.clone()), ..Default::default() },
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(selector),
+                    annotations: Some(BTreeMap::from([(CONFIG_HASH_ANNOTATION.to_string(), config_hash.to_string())])),
+                    ..Default::default()
+                }),
+                spec: Some(PodSpec {
+                    containers: vec![container],
+                    security_context: Some(PodSecurityContext {
+                        run_as_non_root: Some(true),
+                        run_as_user: Some(65532),
+                        run_as_group: Some(65532),
+                        ..Default::default()
+                    }),
+                    volumes: Some(vec![Volume {
+                        name: "config".into(),
+                        config_map: Some(ConfigMapVolumeSource { name: format!("{}-worker", p.name_any()), ..Default::default() }),
+                        ..Default::default()
+                    }]),
+                    ..Default::default()
+                }),
+            },
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// The metrics Service of one stage.
+pub fn metrics_service(p: &StreamPipeline, stage: Stage) -> Service {
+    Service {
+        metadata: metadata(p, format!("{}-{}-metrics", p.name_any(), stage.name()), stage.name()),
+        spec: Some(ServiceSpec {
+            selector: Some(labels(p, stage.name())),
+            ports: Some(vec![ServicePort {
+                name: Some("metrics".into()),
+                port: METRICS_PORT,
+                target_port: Some(IntOrString::String("metrics".into())),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pipeline(yaml: &str) -> StreamPipeline {
+        let mut p: StreamPipeline = serde_yaml::from_str(yaml).unwrap();
+        p.metadata.namespace = Some("plant".into());
+        p.metadata.uid = Some("0000-uid".into());
+        p
+    }
+
+    const SPEC: &str = r#"
+apiVersion: millrace.io/v1alpha1
+kind: StreamPipeline
+metadata: {name: line-1}
+spec:
+  pipeline:
+    kafka: {bootstrapServers: "kafka:9092"}
+    joins: [{name: power, left: 'actSpeed_(C\d+)', right: 'vaTorque_(C\d+)'}]
+    influxdb: {url: "http://influxdb:8086", credentials: {secretName: influx}}
+  workers:
+    join: {replicas: 3, resources: {limits: {memory: 256Mi}}}
+"#;
+
+    #[test]
+    fn a_deployment_per_stage_runs_the_worker_safely() {
+        let p = pipeline(SPEC);
+        let hash = config_hash(&config_map(&p));
+        let d = deployment(&p, Stage::Join, &hash);
+        assert_eq!(d.metadata.name.as_deref(), Some("line-1-join"));
+        assert_eq!(d.metadata.namespace.as_deref(), Some("plant"));
+        assert_eq!(d.metadata.owner_references.as_ref().unwrap()[0].uid, "0000-uid");
+        let spec = d.spec.unwrap();
+        assert_eq!(spec.replicas, Some(3));
+        let template = spec.template;
+        assert_eq!(template.metadata.as_ref().unwrap().annotations.as_ref().unwrap()[CONFIG_HASH_ANNOTATION], hash);
+        let pod = template.spec.unwrap();
+        let c = &pod.containers[0];
+        assert_eq!(c.image.as_deref(), Some(concat!("millrace/worker:", env!("CARGO_PKG_VERSION"))));
+        assert_eq!(c.args.as_ref().unwrap(), &["run", "--config", "/etc/millrace/pipeline.yaml", "--stage", "join"]);
+        let sc = c.security_context.as_ref().unwrap();
+        assert_eq!((sc.run_as_non_root, sc.read_only_root_filesystem, sc.allow_privilege_escalation), (Some(true), Some(true), Some(false)));
+        assert_eq!(c.readiness_probe.as_ref().unwrap().http_get.as_ref().unwrap().path.as_deref(), Some("/readyz"));
+        assert!(c.resources.as_ref().unwrap().limits.as_ref().unwrap().contains_key("memory"));
+        let env: Vec<&str> = c.env.as_ref().unwrap().iter().map(|e| e.name.as_str()).collect();
+        assert_eq!(env, ["MILLRACE_INSTANCE", "MILLRACE_INFLUXDB_USERNAME", "MILLRACE_INFLUXDB_PASSWORD"]);
+        let password = &c.env.as_ref().unwrap()[2];
+        assert!(password.value.is_none(), "secrets come by reference only");
+        assert_eq!(password.value_from.as_ref().unwrap().secret_key_ref.as_ref().unwrap().name, "influx");
+    }
+
+    #[test]
+    fn suspend_scales_every_stage_to_zero() {
+        let p = pipeline(&format!("{SPEC}  suspend: true\n"));
+        for stage in Stage::ALL {
+            assert_eq!(deployment(&p, stage, "h").spec.unwrap().replicas, Some(0), "{stage:?}");
+        }
+    }
+
+    #[test]
+    fn the_config_map_holds_the_pipeline_and_a_change_changes_the_hash() {
+        let p = pipeline(SPEC);
+        let cm = config_map(&p);
+        let yaml = &cm.data.as_ref().unwrap()[CONFIG_FILE];
+        let back = millrace_worker::config::PipelineConfig::from_yaml(yaml).unwrap();
+        assert_eq!(back, p.spec.pipeline, "the worker reads what the spec says");
+        let mut changed = p.clone();
+        changed.spec.pipeline.joins[0].expression = Some("left+right".into());
+        assert_ne!(config_hash(&cm), config_hash(&config_map(&changed)));
+        assert_eq!(config_hash(&cm), config_hash(&config_map(&p)), "stable");
+    }
+
+    #[test]
+    fn metrics_services_select_their_stage() {
+        let p = pipeline(SPEC);
+        let s = metrics_service(&p, Stage::Export);
+        assert_eq!(s.metadata.name.as_deref(), Some("line-1-export-metrics"));
+        assert_eq!(s.spec.unwrap().selector.unwrap()["app.kubernetes.io/component"], "export");
+    }
+}
