@@ -155,7 +155,7 @@ pub fn deployment(p: &StreamPipeline, stage: Stage, config_hash: &str) -> Deploy
             ["run", "--config", &format!("{CONFIG_DIR}/{CONFIG_FILE}"), "--stage", stage.name()].iter().map(|s| s.to_string()).collect(),
         ),
         env: Some(env),
-        ports: Some(vec![ContainerPort { name: Some("metrics".into()), container_port: METRICS_PORT, ..Default::default() }]),
+        ports: Some(vec![ContainerPort { name: Some("metrics".into()), container_port: METRICS_PORT, protocol: Some("TCP".into()), ..Default::default() }]),
         liveness_probe: Some(http_probe("/healthz", 10)),
         readiness_probe: Some(http_probe("/readyz", 5)),
         resources: stage.spec(p).resources.clone(),
@@ -210,6 +210,9 @@ pub fn metrics_service(p: &StreamPipeline, stage: Stage) -> Service {
             selector: Some(labels(p, stage.name())),
             ports: Some(vec![ServicePort {
                 name: Some("metrics".into()),
+                // Explicit: server-side apply on older API servers needs the
+                // list key even where it has a default.
+                protocol: Some("TCP".into()),
                 port: METRICS_PORT,
                 target_port: Some(IntOrString::String("metrics".into())),
                 ..Default::default()
