@@ -3,3 +3,6 @@
 
 pub mod crd;
 pub mod build;
+pub mod conditions;
+pub mod reconcile;
+pub mod topics;

@@ -28,8 +28,21 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Run => {
-            eprintln!("millrace-operator run: the controller is not built yet (the CRD is: `millrace-operator crd`)");
-            ExitCode::from(3)
+            tracing_subscriber::fmt().json().with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+            ).init();
+            let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
+            match runtime.block_on(async {
+                let client = kube::Client::try_default().await?;
+                millrace_operator::reconcile::run(client).await;
+                Ok::<(), kube::Error>(())
+            }) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: cannot reach the cluster: {e}");
+                    ExitCode::from(1)
+                }
+            }
         }
     }
 }

@@ -2,15 +2,14 @@
 //! and the real API server takes it, explains it, and refuses what its
 //! schema can tell is wrong.
 
+mod fixtures;
+
 use std::time::Duration;
 
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use fixtures::{example, install_crd, CHECKED_IN};
 use kube::api::{Api, Patch, PatchParams, PostParams};
-use kube::runtime::{conditions, wait::await_condition};
 use millrace_operator::crd::{crd_yaml, StreamPipeline};
 use millrace_testkit::{require, unique_name, KubeApi};
-
-const CHECKED_IN: &str = include_str!("../../crds/streampipeline.yaml");
 
 #[test]
 fn crds_directory_holds_exactly_what_the_operator_prints() {
@@ -18,37 +17,6 @@ fn crds_directory_holds_exactly_what_the_operator_prints() {
         CHECKED_IN == crd_yaml(),
         "crds/streampipeline.yaml differs from the CRD the code defines; regenerate it with\n  cargo run -p millrace-operator -- crd > crds/streampipeline.yaml"
     );
-}
-
-fn example(name: &str) -> serde_json::Value {
-    serde_json::json!({
-        "apiVersion": "millrace.io/v1alpha1",
-        "kind": "StreamPipeline",
-        "metadata": {"name": name},
-        "spec": {
-            "pipeline": {
-                "mqtt": {"url": "mqtt://mosquitto:1883", "topics": ["machines/#"], "qos": 1},
-                "kafka": {"bootstrapServers": "kafka:9092"},
-                "joins": [{"name": "power", "left": "actSpeed_(C\\d+)", "right": "vaTorque_(C\\d+)",
-                           "output": "power_$1", "expression": "2*pi/60*left*right", "maxDelta": "500ms"}],
-                "influxdb": {"url": "http://influxdb:8086", "credentials": {"secretName": "influx"}}
-            },
-            "workers": {"join": {"replicas": 2}},
-            "deletionPolicy": "Delete"
-        }
-    })
-}
-
-async fn install_crd(kube: &KubeApi) -> kube::Client {
-    let client = kube.client().await.unwrap();
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let crd: CustomResourceDefinition = serde_yaml::from_str(CHECKED_IN).unwrap();
-    crds.patch("streampipelines.millrace.io", &PatchParams::apply("millrace-test").force(), &Patch::Apply(&crd)).await.unwrap();
-    tokio::time::timeout(Duration::from_secs(30), await_condition(crds, "streampipelines.millrace.io", conditions::is_crd_established()))
-        .await
-        .expect("CRD not established within 30 s")
-        .unwrap();
-    client
 }
 
 #[tokio::test]

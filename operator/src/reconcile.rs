@@ -1,0 +1,164 @@
+//! The reconcile of one `StreamPipeline`: look up, validate (pure), build
+//! the desired objects (pure), apply them (server-side, one field manager),
+//! derive the status.
+//!
+//! Built so far: the worker ConfigMap, Deployments and metrics Services, the
+//! Kafka topics, and the `SpecValid`, `TopicsReady`, `WorkersReady` and
+//! `Ready` conditions. Not yet: managed Mosquitto, Grafana, the deletion
+//! policy's finalizer, leader election, Events and the operator's metrics.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::watcher;
+use kube::{Client, ResourceExt};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::build::workers::{self, Stage};
+use crate::conditions::{self, Observation};
+use crate::crd::{StreamPipeline, StreamPipelineStatus};
+use crate::topics;
+
+/// The one field manager of everything the operator applies.
+pub const FIELD_MANAGER: &str = "millrace-operator";
+/// Kafka is not watched: topics are checked again this often.
+pub const RESYNC: Duration = Duration::from_secs(60);
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+}
+
+pub struct Context {
+    pub client: Client,
+}
+
+/// What is wrong with a spec that the schema could not say (pure).
+pub fn validate(p: &StreamPipeline) -> Result<(), String> {
+    p.spec.pipeline.validate().map_err(|e| format!("spec.pipeline.{e}"))?;
+    if p.spec.pipeline.kafka.is_none() {
+        return Err("spec.pipeline.kafka: a StreamPipeline runs its stages on Kafka; give bootstrapServers".into());
+    }
+    if p.spec.pipeline.influxdb.is_none() {
+        return Err("spec.pipeline.influxdb: the export stage needs an InfluxDB target".into());
+    }
+    Ok(())
+}
+
+async fn apply<K>(client: &Client, namespace: &str, object: &K) -> Result<K, kube::Error>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope> + Clone + std::fmt::Debug + Serialize + DeserializeOwned,
+    K::DynamicType: Default,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), namespace);
+    let name = object.meta().name.clone().unwrap_or_default();
+    api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(object)).await
+}
+
+pub async fn reconcile(p: Arc<StreamPipeline>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let namespace = p.namespace().unwrap_or_else(|| "default".into());
+    let client = &ctx.client;
+    let mut observations = Vec::new();
+    let mut stages = None;
+    let mut topic_statuses = p.status.as_ref().map(|s| s.topics.clone()).unwrap_or_default();
+    match validate(&p) {
+        // An invalid spec changes nothing: the last good children stay.
+        Err(message) => observations.push(Observation::new(conditions::SPEC_VALID, false, "InvalidSpec", message)),
+        Ok(()) => {
+            observations.push(Observation::new(conditions::SPEC_VALID, true, "Valid", "the spec is valid"));
+            let config = workers::config_map(&p);
+            let hash = workers::config_hash(&config);
+            apply(client, &namespace, &config).await?;
+            let (mut ready, mut wanted) = (0, 0);
+            for stage in Stage::ALL {
+                let applied = apply(client, &namespace, &workers::deployment(&p, stage, &hash)).await?;
+                apply(client, &namespace, &workers::metrics_service(&p, stage)).await?;
+                wanted += applied.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0);
+                ready += applied.status.as_ref().and_then(|s| s.ready_replicas).unwrap_or(0);
+            }
+            stages = Some(format!("{ready}/{wanted}"));
+            observations.push(if p.spec.suspend {
+                Observation::new(conditions::WORKERS_READY, true, "Suspended", "suspended: every stage is scaled to zero")
+            } else if ready >= wanted {
+                Observation::new(conditions::WORKERS_READY, true, "WorkersAvailable", format!("{ready}/{wanted} worker replicas ready"))
+            } else {
+                Observation::new(
+                    conditions::WORKERS_READY,
+                    false,
+                    "WorkersProgressing",
+                    format!("{ready}/{wanted} worker replicas ready; see `kubectl get pods -l app.kubernetes.io/instance={}`", p.name_any()),
+                )
+            });
+            let kafka = p.spec.pipeline.kafka.as_ref().expect("validated");
+            observations.push(match topics::ensure(kafka).await {
+                Ok(statuses) => {
+                    topic_statuses = statuses;
+                    Observation::new(conditions::TOPICS_READY, true, "TopicsInLine", format!("{} topics as the spec says", topic_statuses.len()))
+                }
+                Err(e) => Observation::new(conditions::TOPICS_READY, false, e.reason(), e.to_string()),
+            });
+        }
+    }
+    let previous = p.status.as_ref().map(|s| s.conditions.clone()).unwrap_or_default();
+    let now = Time(k8s_openapi::jiff::Timestamp::now());
+    let conditions = conditions::merge(&previous, &observations, p.metadata.generation, now);
+    let topics_ready = observations.iter().any(|o| o.kind == conditions::TOPICS_READY && o.ok);
+    let status = StreamPipelineStatus {
+        observed_generation: p.metadata.generation,
+        conditions,
+        stages,
+        topics_summary: Some(format!("{}/3 {}", topic_statuses.len(), if topics_ready { "ready" } else { "not ready" })),
+        topics: topic_statuses,
+        endpoints: Default::default(),
+    };
+    // Writes only what changed: an unchanged pipeline's resync does not
+    // touch its status.
+    if p.status.as_ref().map(|s| same_ignoring_times(s, &status)) != Some(true) {
+        let api: Api<StreamPipeline> = Api::namespaced(client.clone(), &namespace);
+        let patch = serde_json::json!({"apiVersion": "millrace.io/v1alpha1", "kind": "StreamPipeline", "status": status});
+        api.patch_status(&p.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await?;
+    }
+    Ok(Action::requeue(RESYNC))
+}
+
+fn same_ignoring_times(a: &StreamPipelineStatus, b: &StreamPipelineStatus) -> bool {
+    let strip = |s: &StreamPipelineStatus| {
+        let mut s = s.clone();
+        for c in &mut s.conditions {
+            c.last_transition_time = Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH);
+        }
+        s
+    };
+    strip(a) == strip(b)
+}
+
+pub fn error_policy(p: Arc<StreamPipeline>, error: &Error, _ctx: Arc<Context>) -> Action {
+    tracing::warn!(pipeline = %p.name_any(), %error, "reconcile failed; retrying");
+    Action::requeue(Duration::from_secs(5))
+}
+
+/// Runs the controller until the process is stopped.
+pub async fn run(client: Client) {
+    let pipelines: Api<StreamPipeline> = Api::all(client.clone());
+    let context = Arc::new(Context { client: client.clone() });
+    Controller::new(pipelines, watcher::Config::default())
+        .owns(Api::<Deployment>::all(client.clone()), watcher::Config::default())
+        .owns(Api::<ConfigMap>::all(client.clone()), watcher::Config::default())
+        .owns(Api::<Service>::all(client.clone()), watcher::Config::default())
+        .shutdown_on_signal()
+        .run(reconcile, error_policy, context)
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "reconcile result");
+            }
+        })
+        .await;
+}

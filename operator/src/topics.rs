@@ -1,0 +1,120 @@
+//! The pipeline's Kafka topics, kept in line through the admin API the way
+//! Strimzi's topic operator treats them: create what is missing, adopt what
+//! exists, increase partitions, report a decrease as not supported, keep
+//! the configured topic configs set.
+
+use std::time::Duration;
+
+use millrace_worker::config::{KafkaConfig, TopicSpec};
+use rdkafka::admin::{AdminClient, AdminOptions, AlterConfig, NewPartitions, NewTopic, ResourceSpecifier, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+
+use crate::crd::TopicStatus;
+
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why the topics are not as the spec says.
+#[derive(Debug, thiserror::Error)]
+pub enum TopicsError {
+    #[error("Kafka at {servers} is unreachable: {detail}")]
+    Unreachable { servers: String, detail: String },
+    #[error("topic {topic} has {actual} partitions and the spec asks for {wanted}: Kafka cannot decrease partitions; raise the spec back or recreate the topic")]
+    PartitionDecrease { topic: String, actual: i32, wanted: i32 },
+    #[error("topic {topic}: {detail}")]
+    Failed { topic: String, detail: String },
+}
+
+impl TopicsError {
+    /// The CamelCase reason of the `TopicsReady` condition.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            TopicsError::Unreachable { .. } => "KafkaUnreachable",
+            TopicsError::PartitionDecrease { .. } => "PartitionDecreaseNotSupported",
+            TopicsError::Failed { .. } => "TopicOperationFailed",
+        }
+    }
+}
+
+/// The three topics of a pipeline.
+pub fn wanted(kafka: &KafkaConfig) -> [&TopicSpec; 3] {
+    [&kafka.topics.raw, &kafka.topics.joined, &kafka.topics.dead_letter]
+}
+
+/// Brings the broker's topics in line with the spec and reports them.
+pub async fn ensure(kafka: &KafkaConfig) -> Result<Vec<TopicStatus>, TopicsError> {
+    let servers = kafka.bootstrap_servers.clone();
+    let unreachable = |detail: String| TopicsError::Unreachable { servers: servers.clone(), detail };
+    let admin: AdminClient<DefaultClientContext> = millrace_worker::kafka::client_config(kafka)
+        .set("socket.timeout.ms", "5000")
+        .create()
+        .map_err(|e| unreachable(e.to_string()))?;
+    let existing = partitions_in_broker(&admin, kafka).await.map_err(unreachable)?;
+    let options = AdminOptions::new().operation_timeout(Some(TIMEOUT)).request_timeout(Some(TIMEOUT));
+    let mut statuses = Vec::new();
+    for spec in wanted(kafka) {
+        let failed = |detail: String| TopicsError::Failed { topic: spec.name.clone(), detail };
+        match existing.iter().find(|(name, _)| *name == spec.name).map(|(_, p)| *p) {
+            None => {
+                let config: Vec<(&str, &str)> = spec.config.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+                let mut topic = NewTopic::new(&spec.name, spec.partitions, TopicReplication::Fixed(spec.replication_factor));
+                for (k, v) in &config {
+                    topic = topic.set(k, v);
+                }
+                for r in admin.create_topics([&topic], &options).await.map_err(|e| failed(e.to_string()))? {
+                    r.map_err(|(_, code)| failed(format!("cannot create: {code}")))?;
+                }
+                tracing::info!(topic = %spec.name, partitions = spec.partitions, "created topic");
+            }
+            Some(actual) if actual < spec.partitions => {
+                let increase = NewPartitions::new(&spec.name, spec.partitions as usize);
+                for r in admin.create_partitions([&increase], &options).await.map_err(|e| failed(e.to_string()))? {
+                    r.map_err(|(_, code)| failed(format!("cannot add partitions: {code}")))?;
+                }
+                tracing::info!(topic = %spec.name, from = actual, to = spec.partitions, "increased partitions");
+            }
+            Some(actual) if actual > spec.partitions => {
+                return Err(TopicsError::PartitionDecrease { topic: spec.name.clone(), actual, wanted: spec.partitions });
+            }
+            Some(_) => {
+                if !spec.config.is_empty() {
+                    let mut alter = AlterConfig::new(ResourceSpecifier::Topic(&spec.name));
+                    for (k, v) in &spec.config {
+                        alter = alter.set(k, v);
+                    }
+                    for r in admin.alter_configs([&alter], &options).await.map_err(|e| failed(e.to_string()))? {
+                        r.map_err(|(_, code)| failed(format!("cannot set configs: {code}")))?;
+                    }
+                }
+            }
+        }
+        statuses.push(TopicStatus { name: spec.name.clone(), partitions: spec.partitions });
+    }
+    Ok(statuses)
+}
+
+/// Topic names and partition counts, as the broker reports them.
+async fn partitions_in_broker(admin: &AdminClient<DefaultClientContext>, _kafka: &KafkaConfig) -> Result<Vec<(String, i32)>, String> {
+    // Metadata calls block: keep them off the async executor.
+    let metadata = tokio::task::block_in_place(|| admin.inner().fetch_metadata(None, TIMEOUT)).map_err(|e| e.to_string())?;
+    Ok(metadata.topics().iter().map(|t| (t.name().to_string(), t.partitions().len() as i32)).collect())
+}
+
+/// Deletes the pipeline's topics (`deletionPolicy: Delete`).
+pub async fn delete(kafka: &KafkaConfig) -> Result<(), TopicsError> {
+    let admin: AdminClient<DefaultClientContext> = millrace_worker::kafka::client_config(kafka)
+        .create()
+        .map_err(|e| TopicsError::Unreachable { servers: kafka.bootstrap_servers.clone(), detail: e.to_string() })?;
+    let names: Vec<&str> = wanted(kafka).iter().map(|t| t.name.as_str()).collect();
+    let options = AdminOptions::new().operation_timeout(Some(TIMEOUT));
+    for r in admin.delete_topics(&names, &options).await.map_err(|e| TopicsError::Unreachable {
+        servers: kafka.bootstrap_servers.clone(),
+        detail: e.to_string(),
+    })? {
+        if let Err((topic, code)) = r {
+            if code != rdkafka::types::RDKafkaErrorCode::UnknownTopicOrPartition {
+                return Err(TopicsError::Failed { topic, detail: format!("cannot delete: {code}") });
+            }
+        }
+    }
+    Ok(())
+}

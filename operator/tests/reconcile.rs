@@ -1,0 +1,134 @@
+//! The controller against the real API server and a real Kafka-protocol
+//! broker: a pipeline gets its worker objects, its topics and honest
+//! conditions; changes, deleted children and an invalid spec are handled.
+
+mod fixtures;
+
+use std::time::{Duration, Instant};
+
+use fixtures::{example, install_crd};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use millrace_operator::crd::StreamPipeline;
+use millrace_testkit::{require, unique_name, KafkaBroker, KubeApi};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::ClientConfig;
+
+fn condition(p: &StreamPipeline, kind: &str) -> Option<(String, String, String)> {
+    p.status.as_ref()?.conditions.iter().find(|c| c.type_ == kind).map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+}
+
+async fn wait_for(api: &Api<StreamPipeline>, name: &str, what: &str, test: impl Fn(&StreamPipeline) -> bool) -> StreamPipeline {
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        let p = api.get(name).await.unwrap();
+        if test(&p) {
+            return p;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}; status: {:#?}", p.status);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn partitions(servers: &str, topic: &str) -> usize {
+    let consumer: BaseConsumer = ClientConfig::new().set("bootstrap.servers", servers).create().unwrap();
+    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).unwrap();
+    metadata.topics().first().map(|t| t.partitions().len()).unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pipeline_gets_its_workers_topics_and_conditions() {
+    let kube = require!(KubeApi::shared());
+    let broker = require!(KafkaBroker::start());
+    let client = install_crd(kube).await;
+    let ns = kube.create_namespace(&unique_name("rec")).await.unwrap();
+    let controller = tokio::spawn(millrace_operator::reconcile::run(client.clone()));
+
+    let raw = unique_name("raw");
+    let mut spec = example("line-1");
+    spec["spec"]["pipeline"]["kafka"] = serde_json::json!({
+        "bootstrapServers": broker.bootstrap_servers(),
+        "topics": {"raw": {"name": raw, "partitions": 3}, "joined": {"name": unique_name("joined")}, "deadLetter": {"name": unique_name("dead"), "partitions": 1}}
+    });
+    let pipelines: Api<StreamPipeline> = Api::namespaced(client.clone(), &ns);
+    pipelines.create(&PostParams::default(), &serde_json::from_value(spec).unwrap()).await.unwrap();
+
+    let p = wait_for(&pipelines, "line-1", "topics ready", |p| condition(p, "TopicsReady").is_some_and(|c| c.0 == "True")).await;
+    assert_eq!(condition(&p, "SpecValid").unwrap().0, "True");
+    let workers = condition(&p, "WorkersReady").unwrap();
+    assert_eq!((workers.0.as_str(), workers.1.as_str()), ("False", "WorkersProgressing"), "no Pods run on the test API server");
+    let ready = condition(&p, "Ready").unwrap();
+    assert_eq!((ready.0.as_str(), ready.1.as_str()), ("False", "WorkersProgressing"));
+    assert_eq!(p.status.as_ref().unwrap().observed_generation, p.metadata.generation);
+    assert_eq!(p.status.as_ref().unwrap().stages.as_deref(), Some("0/4"));
+    assert_eq!(partitions(&broker.bootstrap_servers(), &raw), 3);
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    for stage in ["ingest", "join", "export"] {
+        deployments.get(&format!("line-1-{stage}")).await.unwrap();
+        Api::<Service>::namespaced(client.clone(), &ns).get(&format!("line-1-{stage}-metrics")).await.unwrap();
+    }
+    let config = Api::<ConfigMap>::namespaced(client.clone(), &ns).get("line-1-worker").await.unwrap();
+    assert!(config.data.unwrap()["pipeline.yaml"].contains(&raw));
+
+    // A deleted child comes back.
+    deployments.delete("line-1-join", &DeleteParams::default()).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while deployments.get_opt("line-1-join").await.unwrap().is_none() {
+        assert!(Instant::now() < deadline, "the deleted Deployment was not restored");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // More partitions: increased; fewer: reported, not done.
+    let more = serde_json::json!({"spec": {"pipeline": {"kafka": {"topics": {"raw": {"name": raw, "partitions": 5}}}}}});
+    pipelines.patch("line-1", &PatchParams::default(), &Patch::Merge(&more)).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while partitions(&broker.bootstrap_servers(), &raw) != 5 {
+        assert!(Instant::now() < deadline, "partitions were not increased");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let fewer = serde_json::json!({"spec": {"pipeline": {"kafka": {"topics": {"raw": {"name": raw, "partitions": 2}}}}}});
+    pipelines.patch("line-1", &PatchParams::default(), &Patch::Merge(&fewer)).await.unwrap();
+    let p = wait_for(&pipelines, "line-1", "a refused decrease", |p| {
+        condition(p, "TopicsReady").is_some_and(|c| c.1 == "PartitionDecreaseNotSupported")
+    })
+    .await;
+    assert!(condition(&p, "TopicsReady").unwrap().2.contains("cannot decrease partitions"));
+    assert_eq!(partitions(&broker.bootstrap_servers(), &raw), 5);
+
+    // Suspend scales every stage to zero.
+    let suspend = serde_json::json!({"spec": {"suspend": true}});
+    pipelines.patch("line-1", &PatchParams::default(), &Patch::Merge(&suspend)).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut replicas = Vec::new();
+        for stage in ["ingest", "join", "export"] {
+            replicas.push(deployments.get(&format!("line-1-{stage}")).await.unwrap().spec.unwrap().replicas.unwrap());
+        }
+        if replicas == [0, 0, 0] {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not scaled to zero: {replicas:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    controller.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalid_spec_is_reported_and_changes_nothing() {
+    let kube = require!(KubeApi::shared());
+    let client = install_crd(kube).await;
+    let ns = kube.create_namespace(&unique_name("inv")).await.unwrap();
+    let controller = tokio::spawn(millrace_operator::reconcile::run(client.clone()));
+    let mut spec = example("broken");
+    // The schema allows it; the worker's checks do not.
+    spec["spec"]["pipeline"]["joins"][0]["expression"] = serde_json::json!("2*pi/60*(left*right");
+    let pipelines: Api<StreamPipeline> = Api::namespaced(client.clone(), &ns);
+    pipelines.create(&PostParams::default(), &serde_json::from_value(spec).unwrap()).await.unwrap();
+    let p = wait_for(&pipelines, "broken", "SpecValid", |p| condition(p, "SpecValid").is_some()).await;
+    let (status, reason, message) = condition(&p, "SpecValid").unwrap();
+    assert_eq!((status.as_str(), reason.as_str()), ("False", "InvalidSpec"));
+    assert!(message.contains("joins[0] (power).expression: expected `)` at column 20"), "{message}");
+    assert!(Api::<Deployment>::namespaced(client, &ns).get_opt("broken-join").await.unwrap().is_none());
+    controller.abort();
+}
