@@ -94,6 +94,10 @@ pub struct PairingOptions {
     /// Emit a pending record's `prev` pair once its key's newest time is
     /// more than this past it, without waiting for its `next`.
     pub max_latency: Option<Time>,
+    /// Hold records until their side has seen a record this much newer, so
+    /// that ones arriving slightly out of order are put back in order
+    /// instead of being late. Delays every pair by about this much.
+    pub reorder_window: Option<Time>,
 }
 
 /// The state of one key of one rule.
@@ -115,6 +119,22 @@ impl<P> KeyState<P> {
         side: Side,
         t: Time,
         seq: u64,
+        payload: P,
+        options: &PairingOptions,
+        emit: &mut impl FnMut(PairRef<'_, P>),
+    ) -> Result<(), Late> {
+        self.push_triggered(side, t, seq, seq, payload, options, emit)
+    }
+
+    /// `push` of a record released (from a reorder buffer) by the arrival
+    /// `trigger`: its pairs are certain from that arrival on.
+    #[allow(clippy::too_many_arguments)]
+    fn push_triggered(
+        &mut self,
+        side: Side,
+        t: Time,
+        seq: u64,
+        trigger: u64,
         payload: P,
         options: &PairingOptions,
         emit: &mut impl FnMut(PairRef<'_, P>),
@@ -142,10 +162,10 @@ impl<P> KeyState<P> {
             }
             let or = &mut o.recs[i];
             or.next_partner = z_id;
-            emit_pair(side.other(), or, &z, seq, false, options, emit);
+            emit_pair(side.other(), or, &z, trigger, false, options, emit);
             if let Some(sl) = s.recs.back_mut() {
                 if sl.next_partner != or.id && or.prev_partner != sl.id {
-                    emit_pair(side.other(), or, sl, seq, false, options, emit);
+                    emit_pair(side.other(), or, sl, trigger, false, options, emit);
                 }
                 or.prev_partner = sl.id;
             }
@@ -156,13 +176,13 @@ impl<P> KeyState<P> {
         if next < o.recs.len() {
             let or = &o.recs[next];
             if or.next_partner != z_id {
-                emit_pair(side, &z, or, seq, false, options, emit);
+                emit_pair(side, &z, or, trigger, false, options, emit);
             }
             z.next_partner = or.id;
             if next > 0 {
                 let p = &o.recs[next - 1];
                 if p.next_partner != z_id {
-                    emit_pair(side, &z, p, seq, false, options, emit);
+                    emit_pair(side, &z, p, trigger, false, options, emit);
                 }
                 z.prev_partner = p.id;
             }
@@ -171,7 +191,7 @@ impl<P> KeyState<P> {
         s.newest = Some(t);
 
         if let Some(w) = options.max_latency {
-            self.emit_overdue(t.saturating_sub(w), seq, options, emit);
+            self.emit_overdue(t.saturating_sub(w), trigger, options, emit);
         }
         self.evict();
         Ok(())
@@ -217,6 +237,11 @@ impl<P> KeyState<P> {
         }
     }
 
+    /// Newest accepted time of a side.
+    pub fn newest(&self, side: Side) -> Option<Time> {
+        self.sides[side.index()].newest
+    }
+
     /// Records held, both sides.
     pub fn len(&self) -> usize {
         self.sides[0].recs.len() + self.sides[1].recs.len()
@@ -250,34 +275,88 @@ fn emit_pair<P>(
     emit(PairRef { left: &l.payload, left_time: l.t, right: &r.payload, right_time: r.t, trigger, early });
 }
 
+/// Records of one side of a key waiting to be put in order.
+struct ReorderBuffer<P> {
+    waiting: std::collections::BTreeMap<(Time, u64), P>,
+    newest_seen: Option<Time>,
+}
+
+impl<P> Default for ReorderBuffer<P> {
+    fn default() -> Self {
+        Self { waiting: Default::default(), newest_seen: None }
+    }
+}
+
 /// The keys of one rule, by dense key id.
 pub struct Pairing<P> {
     pub options: PairingOptions,
     keys: Vec<KeyState<P>>,
+    /// Per key, left and right; used only with a reorder window.
+    buffers: Vec<[ReorderBuffer<P>; 2]>,
 }
 
 impl<P> Pairing<P> {
     pub fn new(options: PairingOptions) -> Self {
-        Self { options, keys: Vec::new() }
+        Self { options, keys: Vec::new(), buffers: Vec::new() }
     }
 
     pub fn push(&mut self, key: usize, side: Side, t: Time, seq: u64, payload: P, emit: &mut impl FnMut(PairRef<'_, P>)) -> Result<(), Late> {
         if key >= self.keys.len() {
             self.keys.resize_with(key + 1, KeyState::default);
         }
-        self.keys[key].push(side, t, seq, payload, &self.options, emit)
+        let Some(window) = self.options.reorder_window else {
+            return self.keys[key].push(side, t, seq, payload, &self.options, emit);
+        };
+        if key >= self.buffers.len() {
+            self.buffers.resize_with(key + 1, Default::default);
+        }
+        // Late only when it can no longer be put in order.
+        if let Some(newest) = self.keys[key].newest(side) {
+            if t < newest {
+                return Err(Late { time: t, newest });
+            }
+        }
+        let buffer = &mut self.buffers[key][side.index()];
+        buffer.waiting.insert((t, seq), payload);
+        let seen = buffer.newest_seen.map_or(t, |n| n.max(t));
+        buffer.newest_seen = Some(seen);
+        let release_up_to = seen.saturating_sub(window);
+        while let Some(entry) = buffer.waiting.first_entry() {
+            if entry.key().0 > release_up_to {
+                break;
+            }
+            let ((rt, rseq), payload) = entry.remove_entry();
+            self.keys[key]
+                .push_triggered(side, rt, rseq, seq, payload, &self.options, emit)
+                .expect("released records are in order");
+        }
+        Ok(())
     }
 
-    /// `complete` for every key; `emit` is told the key of each pair.
+    /// `complete` for every key (after releasing what still waits for
+    /// reordering); `emit` is told the key of each pair.
     pub fn complete(&mut self, seq: u64, emit: &mut impl FnMut(usize, PairRef<'_, P>)) {
         for (i, k) in self.keys.iter_mut().enumerate() {
+            if let Some(buffers) = self.buffers.get_mut(i) {
+                // Both sides' waiting records, in time order across sides.
+                let mut waiting: Vec<(Time, u64, Side, P)> = Vec::new();
+                for side in [Side::Left, Side::Right] {
+                    let b = std::mem::take(&mut buffers[side.index()].waiting);
+                    waiting.extend(b.into_iter().map(|((t, s), p)| (t, s, side, p)));
+                }
+                waiting.sort_by_key(|(t, s, _, _)| (*t, *s));
+                for (t, s, side, p) in waiting {
+                    let _ = k.push_triggered(side, t, s, seq, p, &self.options, &mut |pair| emit(i, pair));
+                }
+            }
             k.complete(seq, &self.options, &mut |p| emit(i, p));
         }
     }
 
-    /// Records held over all keys.
+    /// Records held over all keys (reorder buffers included).
     pub fn retained(&self) -> usize {
-        self.keys.iter().map(KeyState::len).sum()
+        self.keys.iter().map(KeyState::len).sum::<usize>()
+            + self.buffers.iter().flatten().map(|b| b.waiting.len()).sum::<usize>()
     }
 
     /// Bytes of one held record (for reporting state size).
@@ -288,7 +367,9 @@ impl<P> Pairing<P> {
     /// Smallest `seq` of any record held: replaying from there rebuilds the
     /// state.
     pub fn min_retained_seq(&self) -> Option<u64> {
-        self.keys.iter().filter_map(KeyState::min_seq).min()
+        let held = self.keys.iter().filter_map(KeyState::min_seq).min();
+        let waiting = self.buffers.iter().flatten().filter_map(|b| b.waiting.keys().map(|(_, s)| *s).min()).min();
+        held.into_iter().chain(waiting).min()
     }
 }
 

@@ -100,9 +100,6 @@ impl JoinRule {
         let output = parse_template(&template, left.groups()).map_err(|m| field("output", m))?;
         let expression = Expr::parse(config.expression.as_deref().unwrap_or("left*right"))
             .map_err(|source| RuleError::Expression { index, name: config.name.clone(), source })?;
-        if config.reorder_window.is_some() {
-            return Err(field("reorderWindow", "is not supported yet; records older than their side's newest are reported late".into()));
-        }
         Ok(Self {
             name: config.name.clone(),
             left,
@@ -110,7 +107,11 @@ impl JoinRule {
             output,
             expression,
             time: config.time,
-            pairing: PairingOptions { max_delta: config.max_delta.map(nanos), max_latency: config.max_latency.map(nanos) },
+            pairing: PairingOptions {
+                max_delta: config.max_delta.map(nanos),
+                max_latency: config.max_latency.map(nanos),
+                reorder_window: config.reorder_window.map(nanos),
+            },
         })
     }
 
