@@ -149,6 +149,7 @@ pub fn run(kafka: &KafkaConfig, rules: &[JoinRuleConfig], health: Arc<Health>, s
     let mut partitions: HashMap<i32, PartitionState> = HashMap::new();
     let mut dirty = false;
     let mut last_commit = Instant::now();
+    let mut last_lag = Instant::now();
     let mut out = Vec::with_capacity(512);
     health.set_ready(true);
     while !stop.load(Ordering::Relaxed) {
@@ -246,6 +247,17 @@ pub fn run(kafka: &KafkaConfig, rules: &[JoinRuleConfig], health: Arc<Health>, s
                 Err(_) => {}
             }
             dirty = true;
+        }
+        if last_lag.elapsed() >= Duration::from_secs(1) {
+            // Consumer lag: records in the raw topic not consumed yet.
+            let mut lag = 0i64;
+            for (partition, state) in &partitions {
+                if let Ok((_, high)) = consumer.fetch_watermarks(&kafka.topics.raw.name, *partition, Duration::from_secs(1)) {
+                    lag += (high - state.next).max(0);
+                }
+            }
+            metrics.set_lag(lag);
+            last_lag = Instant::now();
         }
         if dirty && last_commit.elapsed() >= kafka.transaction_interval {
             commit(&producer, &consumer, &kafka.topics.raw.name, &mut partitions, &health)?;
