@@ -3,9 +3,9 @@
 //! derive the status.
 //!
 //! Built so far: the worker ConfigMap, Deployments and metrics Services, the
-//! Kafka topics, and the `SpecValid`, `TopicsReady`, `WorkersReady` and
-//! `Ready` conditions. Not yet: managed Mosquitto, Grafana, the deletion
-//! policy's finalizer, leader election, Events and the operator's metrics.
+//! Kafka topics, the deletion policy (a finalizer), and the `SpecValid`,
+//! `TopicsReady`, `WorkersReady` and `Ready` conditions. Not yet: managed
+//! Mosquitto, Grafana, leader election, Events and the operator's metrics.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,10 +31,18 @@ pub const FIELD_MANAGER: &str = "millrace-operator";
 /// Kafka is not watched: topics are checked again this often.
 pub const RESYNC: Duration = Duration::from_secs(60);
 
+/// Guards the deletion policy: the pipeline goes only after its topics
+/// are dealt with.
+pub const FINALIZER: &str = "millrace.io/topics";
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("Kubernetes API: {0}")]
     Kube(#[from] kube::Error),
+    #[error("{0}")]
+    Topics(#[from] topics::TopicsError),
+    #[error("finalizer: {0}")]
+    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
 }
 
 pub struct Context {
@@ -64,6 +72,32 @@ where
 }
 
 pub async fn reconcile(p: Arc<StreamPipeline>, ctx: Arc<Context>) -> Result<Action, Error> {
+    use kube::runtime::finalizer::{finalizer, Event};
+    let namespace = p.namespace().unwrap_or_else(|| "default".into());
+    let api: Api<StreamPipeline> = Api::namespaced(ctx.client.clone(), &namespace);
+    finalizer(&api, FINALIZER, p, |event| async {
+        match event {
+            Event::Apply(p) => apply_pipeline(p, &ctx).await,
+            Event::Cleanup(p) => cleanup(p).await,
+        }
+    })
+    .await
+    .map_err(|e| Error::Finalizer(Box::new(e)))
+}
+
+/// The pipeline is being deleted: its children go with it (owner
+/// references); its topics only with `deletionPolicy: Delete`.
+async fn cleanup(p: Arc<StreamPipeline>) -> Result<Action, Error> {
+    if p.spec.deletion_policy == crate::crd::DeletionPolicy::Delete {
+        if let Some(kafka) = &p.spec.pipeline.kafka {
+            topics::delete(kafka).await?;
+            tracing::info!(pipeline = %p.name_any(), "deleted the pipeline's topics (deletionPolicy: Delete)");
+        }
+    }
+    Ok(Action::await_change())
+}
+
+async fn apply_pipeline(p: Arc<StreamPipeline>, ctx: &Context) -> Result<Action, Error> {
     let namespace = p.namespace().unwrap_or_else(|| "default".into());
     let client = &ctx.client;
     let mut observations = Vec::new();

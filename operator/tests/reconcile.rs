@@ -132,3 +132,39 @@ async fn an_invalid_spec_is_reported_and_changes_nothing() {
     assert!(Api::<Deployment>::namespaced(client, &ns).get_opt("broken-join").await.unwrap().is_none());
     controller.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deletion_keeps_or_deletes_the_topics_per_policy() {
+    let kube = require!(KubeApi::shared());
+    let broker = require!(KafkaBroker::start());
+    let client = install_crd(kube).await;
+    let ns = kube.create_namespace(&unique_name("del")).await.unwrap();
+    let controller = tokio::spawn(millrace_operator::reconcile::run(client.clone()));
+    let pipelines: Api<StreamPipeline> = Api::namespaced(client.clone(), &ns);
+    let servers = broker.bootstrap_servers();
+    for (name, policy, kept) in [("keep", "Retain", true), ("drop", "Delete", false)] {
+        let raw = unique_name("raw");
+        let mut spec = example(name);
+        spec["spec"]["deletionPolicy"] = serde_json::json!(policy);
+        spec["spec"]["pipeline"]["kafka"] = serde_json::json!({
+            "bootstrapServers": servers,
+            "topics": {"raw": {"name": raw, "partitions": 2}, "joined": {"name": unique_name("joined")}, "deadLetter": {"name": unique_name("dead")}}
+        });
+        pipelines.create(&PostParams::default(), &serde_json::from_value(spec).unwrap()).await.unwrap();
+        let p = wait_for(&pipelines, name, "topics ready", |p| condition(p, "TopicsReady").is_some_and(|c| c.0 == "True")).await;
+        assert!(p.metadata.finalizers.unwrap_or_default().contains(&"millrace.io/topics".to_string()));
+        assert_eq!(partitions(&servers, &raw), 2);
+        pipelines.delete(name, &DeleteParams::default()).await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while pipelines.get_opt(name).await.unwrap().is_some() {
+            assert!(Instant::now() < deadline, "{name}: the pipeline was not released by its finalizer");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while (partitions(&servers, &raw) > 0) != kept {
+            assert!(Instant::now() < deadline, "{name} ({policy}): topic kept = {}", !kept);
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    controller.abort();
+}
