@@ -103,3 +103,13 @@ async fn the_built_worker_objects_are_accepted_by_the_api_server() {
         Api::<Service>::namespaced(client.clone(), &ns).patch(s.metadata.name.as_deref().unwrap(), &ssa, &Patch::Apply(&s)).await.unwrap();
     }
 }
+
+#[tokio::test]
+async fn the_example_pipeline_is_valid() {
+    let kube = require!(KubeApi::shared());
+    let client = install_crd(kube).await;
+    let ns = kube.create_namespace(&unique_name("ex")).await.unwrap();
+    let example: StreamPipeline = serde_yaml::from_str(include_str!("../../examples/streampipeline.yaml")).unwrap();
+    millrace_operator::reconcile::validate(&example).unwrap();
+    Api::<StreamPipeline>::namespaced(client, &ns).create(&PostParams::default(), &example).await.unwrap();
+}
