@@ -7,6 +7,7 @@ pub const READY: &str = "Ready";
 pub const SPEC_VALID: &str = "SpecValid";
 pub const TOPICS_READY: &str = "TopicsReady";
 pub const WORKERS_READY: &str = "WorkersReady";
+pub const BROKER_READY: &str = "BrokerReady";
 
 /// A condition's new value.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -134,12 +134,14 @@ pub struct ManagedMosquitto {
     /// Mosquitto image.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
-    /// Keep queued messages and sessions on a PersistentVolumeClaim of this
-    /// size (e.g. `1Gi`); without it, they live in memory.
+    /// Turn on Mosquitto's persistence of queued messages and sessions. A
+    /// PersistentVolumeClaim of this size is not made yet: the data lives as
+    /// long as the broker's Pod.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub persistence_size: Option<String>,
-    /// Require a username and password, from this Secret (keys `username`
-    /// and `password`); machines and workers use the same Secret.
+    /// Require a username and password: this Secret holds the broker's
+    /// password file under the key `passwd` (made with `mosquitto_passwd`).
+    /// The workers' own login comes from `pipeline.mqtt.credentials`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth_secret: Option<String>,
 }

@@ -108,6 +108,7 @@ async fn apply_pipeline(p: Arc<StreamPipeline>, ctx: &Context) -> Result<Action,
         Err(message) => observations.push(Observation::new(conditions::SPEC_VALID, false, "InvalidSpec", message)),
         Ok(()) => {
             observations.push(Observation::new(conditions::SPEC_VALID, true, "Valid", "the spec is valid"));
+            observations.push(reconcile_broker(&p, client, &namespace).await?);
             let config = workers::config_map(&p);
             let hash = workers::config_hash(&config);
             apply(client, &namespace, &config).await?;
@@ -161,6 +162,42 @@ async fn apply_pipeline(p: Arc<StreamPipeline>, ctx: &Context) -> Result<Action,
         api.patch_status(&p.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await?;
     }
     Ok(Action::requeue(RESYNC))
+}
+
+/// The managed Mosquitto: applied when asked for, removed when not.
+async fn reconcile_broker(p: &StreamPipeline, client: &Client, namespace: &str) -> Result<Observation, Error> {
+    use crate::build::mosquitto;
+    let name = mosquitto::name(p);
+    if !p.spec.mosquitto.managed {
+        // Dropped from the spec: remove what an earlier spec made.
+        let dp = kube::api::DeleteParams::default();
+        let owned = |o: &Option<Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference>>| {
+            o.iter().flatten().any(|r| Some(&r.uid) == p.metadata.uid.as_ref())
+        };
+        let deployments: Api<Deployment> = Api::namespaced(client.clone(), namespace);
+        if let Some(d) = deployments.get_opt(&name).await? {
+            if owned(&d.metadata.owner_references) {
+                deployments.delete(&name, &dp).await?;
+                Api::<Service>::namespaced(client.clone(), namespace).delete(&name, &dp).await.ok();
+                Api::<ConfigMap>::namespaced(client.clone(), namespace).delete(&name, &dp).await.ok();
+            }
+        }
+        return Ok(Observation::new(conditions::BROKER_READY, true, "External", format!("using the MQTT broker at {}", p.spec.pipeline.mqtt.url)));
+    }
+    apply(client, namespace, &mosquitto::config_map(p)).await?;
+    apply(client, namespace, &mosquitto::service(p)).await?;
+    let applied = apply(client, namespace, &mosquitto::deployment(p)).await?;
+    let ready = applied.status.as_ref().and_then(|s| s.ready_replicas).unwrap_or(0);
+    Ok(if ready > 0 {
+        Observation::new(conditions::BROKER_READY, true, "BrokerAvailable", format!("Mosquitto is up at {}", mosquitto::url(p)))
+    } else {
+        Observation::new(
+            conditions::BROKER_READY,
+            false,
+            "BrokerProgressing",
+            format!("the Mosquitto Pod is not ready yet; see `kubectl get pods -l app.kubernetes.io/instance={},app.kubernetes.io/component=mosquitto`", p.name_any()),
+        )
+    })
 }
 
 fn same_ignoring_times(a: &StreamPipelineStatus, b: &StreamPipelineStatus) -> bool {

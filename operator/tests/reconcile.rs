@@ -168,3 +168,35 @@ async fn deletion_keeps_or_deletes_the_topics_per_policy() {
     }
     controller.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_managed_broker_comes_and_goes_with_the_spec() {
+    let kube = require!(KubeApi::shared());
+    let broker = require!(KafkaBroker::start());
+    let client = install_crd(kube).await;
+    let ns = kube.create_namespace(&unique_name("mq")).await.unwrap();
+    let controller = tokio::spawn(millrace_operator::reconcile::run(client.clone()));
+    let mut spec = example("line-2");
+    spec["spec"]["mosquitto"] = serde_json::json!({"managed": true});
+    spec["spec"]["pipeline"]["kafka"] = serde_json::json!({
+        "bootstrapServers": broker.bootstrap_servers(),
+        "topics": {"raw": {"name": unique_name("raw")}, "joined": {"name": unique_name("joined")}, "deadLetter": {"name": unique_name("dead")}}
+    });
+    let pipelines: Api<StreamPipeline> = Api::namespaced(client.clone(), &ns);
+    pipelines.create(&PostParams::default(), &serde_json::from_value(spec).unwrap()).await.unwrap();
+    let p = wait_for(&pipelines, "line-2", "BrokerReady", |p| condition(p, "BrokerReady").is_some()).await;
+    let broker_condition = condition(&p, "BrokerReady").unwrap();
+    assert_eq!((broker_condition.0.as_str(), broker_condition.1.as_str()), ("False", "BrokerProgressing"));
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    deployments.get("line-2-mosquitto").await.unwrap();
+    Api::<Service>::namespaced(client.clone(), &ns).get("line-2-mosquitto").await.unwrap();
+    let config = Api::<ConfigMap>::namespaced(client.clone(), &ns).get("line-2-worker").await.unwrap();
+    assert!(config.data.unwrap()["pipeline.yaml"].contains("mqtt://line-2-mosquitto:1883"), "workers use the managed broker");
+
+    let unmanaged = serde_json::json!({"spec": {"mosquitto": {"managed": false}}});
+    pipelines.patch("line-2", &PatchParams::default(), &Patch::Merge(&unmanaged)).await.unwrap();
+    let p = wait_for(&pipelines, "line-2", "an external broker", |p| condition(p, "BrokerReady").is_some_and(|c| c.1 == "External")).await;
+    assert_eq!(condition(&p, "BrokerReady").unwrap().0, "True");
+    assert!(deployments.get_opt("line-2-mosquitto").await.unwrap().is_none(), "the broker dropped from the spec is removed");
+    controller.abort();
+}

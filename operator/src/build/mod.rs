@@ -2,3 +2,4 @@
 //! here, so that every field can be checked by plain unit tests.
 
 pub mod workers;
+pub mod mosquitto;

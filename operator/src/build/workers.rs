@@ -78,7 +78,11 @@ fn metadata(p: &StreamPipeline, name: String, component: &str) -> ObjectMeta {
 /// The worker's configuration file: the spec's pipeline section, as YAML.
 /// Credentials are never in it: only the names of the Secrets.
 pub fn config_map(p: &StreamPipeline) -> ConfigMap {
-    let yaml = serde_yaml::to_string(&p.spec.pipeline).expect("a pipeline always serializes");
+    let mut pipeline = p.spec.pipeline.clone();
+    if p.spec.mosquitto.managed {
+        pipeline.mqtt.url = super::mosquitto::url(p);
+    }
+    let yaml = serde_yaml::to_string(&pipeline).expect("a pipeline always serializes");
     ConfigMap {
         metadata: metadata(p, format!("{}-worker", p.name_any()), "worker-config"),
         data: Some(BTreeMap::from([(CONFIG_FILE.to_string(), yaml)])),

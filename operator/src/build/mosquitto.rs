@@ -1,0 +1,168 @@
+//! The managed Mosquitto broker of a pipeline (pure): its configuration,
+//! Deployment and Service, and the URL the workers use to reach it.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy};
+use k8s_openapi::api::core::v1::{
+    Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, PodSpec, PodTemplateSpec, Probe,
+    SecretVolumeSource, SecurityContext, Service, ServicePort, ServiceSpec, TCPSocketAction, Volume, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::{Resource, ResourceExt};
+
+use super::workers::labels;
+use crate::crd::StreamPipeline;
+
+pub const MQTT_PORT: i32 = 1883;
+const COMPONENT: &str = "mosquitto";
+const DEFAULT_IMAGE: &str = "eclipse-mosquitto:2.0";
+
+pub fn name(p: &StreamPipeline) -> String {
+    format!("{}-mosquitto", p.name_any())
+}
+
+/// The URL the workers use for the managed broker.
+pub fn url(p: &StreamPipeline) -> String {
+    format!("mqtt://{}:{MQTT_PORT}", name(p))
+}
+
+fn metadata(p: &StreamPipeline, name: String) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name),
+        namespace: p.namespace(),
+        labels: Some(labels(p, COMPONENT)),
+        owner_references: p.controller_owner_ref(&()).map(|o| vec![o]),
+        ..Default::default()
+    }
+}
+
+/// `mosquitto.conf`: a listener for the cluster, persistence when asked,
+/// a password file (from the Secret) when auth is on.
+pub fn config_map(p: &StreamPipeline) -> ConfigMap {
+    let m = &p.spec.mosquitto;
+    let mut conf = format!(
+        "listener {MQTT_PORT}\npersistence {}\npersistence_location /mosquitto/data/\nmax_inflight_messages 0\nmax_queued_messages 1000000\nlog_dest stdout\n",
+        m.persistence_size.is_some()
+    );
+    if m.auth_secret.is_some() {
+        conf.push_str("allow_anonymous false\npassword_file /mosquitto/auth/passwd\n");
+    } else {
+        conf.push_str("allow_anonymous true\n");
+    }
+    ConfigMap { metadata: metadata(p, name(p)), data: Some(BTreeMap::from([("mosquitto.conf".into(), conf)])), ..Default::default() }
+}
+
+pub fn deployment(p: &StreamPipeline) -> Deployment {
+    let m = &p.spec.mosquitto;
+    let selector = labels(p, COMPONENT);
+    let mut mounts = vec![
+        VolumeMount { name: "config".into(), mount_path: "/mosquitto/config".into(), read_only: Some(true), ..Default::default() },
+        VolumeMount { name: "data".into(), mount_path: "/mosquitto/data".into(), ..Default::default() },
+    ];
+    let mut volumes = vec![
+        Volume { name: "config".into(), config_map: Some(ConfigMapVolumeSource { name: name(p), ..Default::default() }), ..Default::default() },
+        // The PersistentVolumeClaim for `persistenceSize` is not built yet;
+        // until then the data lives as long as the Pod.
+        Volume { name: "data".into(), empty_dir: Some(EmptyDirVolumeSource::default()), ..Default::default() },
+    ];
+    if let Some(secret) = &m.auth_secret {
+        // The Secret holds a mosquitto password file under the key `passwd`.
+        mounts.push(VolumeMount { name: "auth".into(), mount_path: "/mosquitto/auth".into(), read_only: Some(true), ..Default::default() });
+        volumes.push(Volume {
+            name: "auth".into(),
+            secret: Some(SecretVolumeSource { secret_name: Some(secret.clone()), ..Default::default() }),
+            ..Default::default()
+        });
+    }
+    let probe = Probe { tcp_socket: Some(TCPSocketAction { port: IntOrString::Int(MQTT_PORT), ..Default::default() }), period_seconds: Some(10), ..Default::default() };
+    Deployment {
+        metadata: metadata(p, name(p)),
+        spec: Some(DeploymentSpec {
+            replicas: Some(1),
+            // One broker at a time: sessions and queues live in one place.
+            strategy: Some(DeploymentStrategy { type_: Some("Recreate".into()), ..Default::default() }),
+            selector: LabelSelector { match_labels: Some(selector.clone()), ..Default::default() },
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta { labels: Some(selector), ..Default::default() }),
+                spec: Some(PodSpec {
+                    containers: vec![Container {
+                        name: "mosquitto".into(),
+                        image: Some(m.image.clone().unwrap_or_else(|| DEFAULT_IMAGE.into())),
+                        ports: Some(vec![ContainerPort { name: Some("mqtt".into()), container_port: MQTT_PORT, protocol: Some("TCP".into()), ..Default::default() }]),
+                        readiness_probe: Some(probe.clone()),
+                        liveness_probe: Some(probe),
+                        volume_mounts: Some(mounts),
+                        security_context: Some(SecurityContext {
+                            run_as_non_root: Some(true),
+                            run_as_user: Some(1883),
+                            read_only_root_filesystem: Some(true),
+                            allow_privilege_escalation: Some(false),
+                            capabilities: Some(Capabilities { drop: Some(vec!["ALL".into()]), ..Default::default() }),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    }],
+                    volumes: Some(volumes),
+                    ..Default::default()
+                }),
+            },
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+pub fn service(p: &StreamPipeline) -> Service {
+    Service {
+        metadata: metadata(p, name(p)),
+        spec: Some(ServiceSpec {
+            selector: Some(labels(p, COMPONENT)),
+            ports: Some(vec![ServicePort {
+                name: Some("mqtt".into()),
+                protocol: Some("TCP".into()),
+                port: MQTT_PORT,
+                target_port: Some(IntOrString::String("mqtt".into())),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pipeline(mosquitto: &str) -> StreamPipeline {
+        serde_yaml::from_str(&format!(
+            "apiVersion: millrace.io/v1alpha1\nkind: StreamPipeline\nmetadata: {{name: l1, namespace: plant}}\nspec:\n  pipeline: {{}}\n  mosquitto: {mosquitto}\n"
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn an_anonymous_broker_by_default_and_auth_from_a_secret() {
+        let open = pipeline("{managed: true}");
+        let conf = &config_map(&open).data.unwrap()["mosquitto.conf"];
+        assert!(conf.contains("allow_anonymous true") && conf.contains("listener 1883"), "{conf}");
+        assert_eq!(url(&open), "mqtt://l1-mosquitto:1883");
+        let closed = pipeline("{managed: true, authSecret: mqtt-users}");
+        assert!(config_map(&closed).data.unwrap()["mosquitto.conf"].contains("password_file /mosquitto/auth/passwd"));
+        let d = deployment(&closed);
+        let volumes = d.spec.unwrap().template.spec.unwrap().volumes.unwrap();
+        assert_eq!(volumes[2].secret.as_ref().unwrap().secret_name.as_deref(), Some("mqtt-users"));
+    }
+
+    #[test]
+    fn the_broker_runs_non_root_one_at_a_time() {
+        let d = deployment(&pipeline("{managed: true}"));
+        let spec = d.spec.unwrap();
+        assert_eq!(spec.strategy.unwrap().type_.as_deref(), Some("Recreate"));
+        let c = &spec.template.spec.unwrap().containers[0];
+        assert_eq!(c.security_context.as_ref().unwrap().run_as_non_root, Some(true));
+        assert_eq!(service(&pipeline("{managed: true}")).spec.unwrap().ports.unwrap()[0].port, 1883);
+    }
+}
