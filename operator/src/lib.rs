@@ -6,3 +6,4 @@ pub mod build;
 pub mod conditions;
 pub mod reconcile;
 pub mod topics;
+pub mod metrics;

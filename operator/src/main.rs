@@ -15,10 +15,27 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the controller against the cluster of the current kubeconfig.
-    Run,
+    /// Run the controller against the cluster of the current kubeconfig (or
+    /// the in-cluster ServiceAccount).
+    Run(RunArgs),
     /// Print the StreamPipeline CustomResourceDefinition as YAML.
     Crd,
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Where /metrics, /healthz and /readyz are served.
+    #[arg(long, default_value = "0.0.0.0:8080", env = "MILLRACE_OPERATOR_METRICS_ADDR")]
+    metrics_addr: std::net::SocketAddr,
+    /// Reconcile only while holding a Lease, so that several replicas are safe.
+    #[arg(long, env = "MILLRACE_LEADER_ELECTION")]
+    leader_election: bool,
+    /// Name of the Lease.
+    #[arg(long, default_value = "millrace-operator")]
+    lease_name: String,
+    /// Namespace of the Lease (the operator's own).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    lease_namespace: String,
 }
 
 fn main() -> ExitCode {
@@ -27,22 +44,60 @@ fn main() -> ExitCode {
             print!("{}", millrace_operator::crd::crd_yaml());
             ExitCode::SUCCESS
         }
-        Command::Run => {
-            tracing_subscriber::fmt().json().with_env_filter(
-                tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-            ).init();
+        Command::Run(args) => {
+            tracing_subscriber::fmt()
+                .json()
+                .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+                .init();
             let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
-            match runtime.block_on(async {
-                let client = kube::Client::try_default().await?;
-                millrace_operator::reconcile::run(client).await;
-                Ok::<(), kube::Error>(())
-            }) {
+            match runtime.block_on(run(args)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
-                    eprintln!("error: cannot reach the cluster: {e}");
+                    eprintln!("error: {e:#}");
                     ExitCode::from(1)
                 }
             }
         }
+    }
+}
+
+async fn run(args: RunArgs) -> anyhow::Result<()> {
+    use millrace_operator::metrics::OperatorMetrics;
+    use millrace_worker::health::{self, Health};
+    use std::sync::Arc;
+    let client = kube::Client::try_default().await.map_err(|e| anyhow::anyhow!("cannot reach the cluster: {e}"))?;
+    let health = Arc::new(Health::new(OperatorMetrics::default()));
+    let bound = health::serve(args.metrics_addr, health.clone()).await?;
+    tracing::info!(metrics = %bound, "operator starting");
+    if args.leader_election {
+        let identity = std::env::var("HOSTNAME").unwrap_or_else(|_| format!("millrace-operator-{}", std::process::id()));
+        let manager = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), &args.lease_name)
+            .with_namespace(&args.lease_namespace)
+            .with_identity(&identity)
+            // A dead leader is replaced within about 15 s.
+            .with_duration(15)
+            .with_grace(5)
+            .build()
+            .await?;
+        let (mut leader, _task) = manager.watch().await;
+        tracing::info!(lease = %args.lease_name, %identity, "waiting to lead");
+        health.set_ready(true);
+        while !*leader.borrow_and_update() {
+            leader.changed().await?;
+        }
+        tracing::info!("leading: reconciling");
+        let controller = millrace_operator::reconcile::run_with(client, health);
+        tokio::select! {
+            _ = controller => Ok(()),
+            _ = async { while *leader.borrow_and_update() { if leader.changed().await.is_err() { break } } } => {
+                // Another replica leads now: stop, and let Kubernetes restart
+                // this one as a follower.
+                anyhow::bail!("lost the leader lease")
+            }
+        }
+    } else {
+        health.set_ready(true);
+        millrace_operator::reconcile::run_with(client, health).await;
+        Ok(())
     }
 }

@@ -47,6 +47,7 @@ pub enum Error {
 
 pub struct Context {
     pub client: Client,
+    pub health: Arc<millrace_worker::health::Health<crate::metrics::OperatorMetrics>>,
 }
 
 /// What is wrong with a spec that the schema could not say (pure).
@@ -72,12 +73,19 @@ where
 }
 
 pub async fn reconcile(p: Arc<StreamPipeline>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = std::time::Instant::now();
+    let result = reconcile_once(p, &ctx).await;
+    ctx.health.metrics.observe(result.is_ok(), started.elapsed().as_secs_f64());
+    result
+}
+
+async fn reconcile_once(p: Arc<StreamPipeline>, ctx: &Arc<Context>) -> Result<Action, Error> {
     use kube::runtime::finalizer::{finalizer, Event};
     let namespace = p.namespace().unwrap_or_else(|| "default".into());
     let api: Api<StreamPipeline> = Api::namespaced(ctx.client.clone(), &namespace);
     finalizer(&api, FINALIZER, p, |event| async {
         match event {
-            Event::Apply(p) => apply_pipeline(p, &ctx).await,
+            Event::Apply(p) => apply_pipeline(p, ctx).await,
             Event::Cleanup(p) => cleanup(p).await,
         }
     })
@@ -218,8 +226,13 @@ pub fn error_policy(p: Arc<StreamPipeline>, error: &Error, _ctx: Arc<Context>) -
 
 /// Runs the controller until the process is stopped.
 pub async fn run(client: Client) {
+    run_with(client, Arc::new(Default::default())).await
+}
+
+/// `run`, counting reconciles in `health`'s metrics.
+pub async fn run_with(client: Client, health: Arc<millrace_worker::health::Health<crate::metrics::OperatorMetrics>>) {
     let pipelines: Api<StreamPipeline> = Api::all(client.clone());
-    let context = Arc::new(Context { client: client.clone() });
+    let context = Arc::new(Context { client: client.clone(), health });
     Controller::new(pipelines, watcher::Config::default())
         .owns(Api::<Deployment>::all(client.clone()), watcher::Config::default())
         .owns(Api::<ConfigMap>::all(client.clone()), watcher::Config::default())

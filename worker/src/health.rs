@@ -14,14 +14,29 @@ use axum::Router;
 
 use crate::metrics::Metrics;
 
-/// Shared between the stages and the endpoint.
+/// What `/metrics` serves: a registry in Prometheus text format.
+pub trait MetricsText: Send + Sync + 'static {
+    fn text(&self) -> String;
+}
+
+impl MetricsText for Metrics {
+    fn text(&self) -> String {
+        self.encode()
+    }
+}
+
+/// Shared between the stages (or the operator) and the endpoint.
 #[derive(Default)]
-pub struct Health {
-    pub metrics: Metrics,
+pub struct Health<M = Metrics> {
+    pub metrics: M,
     ready: AtomicBool,
 }
 
-impl Health {
+impl<M> Health<M> {
+    pub fn new(metrics: M) -> Self {
+        Self { metrics, ready: AtomicBool::new(false) }
+    }
+
     pub fn set_ready(&self, ready: bool) {
         self.ready.store(ready, Ordering::Relaxed);
     }
@@ -30,22 +45,22 @@ impl Health {
     }
 }
 
-pub fn router(health: Arc<Health>) -> Router {
+pub fn router<M: MetricsText>(health: Arc<Health<M>>) -> Router {
     Router::new()
-        .route("/metrics", get(metrics))
+        .route("/metrics", get(metrics::<M>))
         .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(readyz))
+        .route("/readyz", get(readyz::<M>))
         .with_state(health)
 }
 
-async fn metrics(State(health): State<Arc<Health>>) -> impl IntoResponse {
+async fn metrics<M: MetricsText>(State(health): State<Arc<Health<M>>>) -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
-        health.metrics.encode(),
+        health.metrics.text(),
     )
 }
 
-async fn readyz(State(health): State<Arc<Health>>) -> impl IntoResponse {
+async fn readyz<M: MetricsText>(State(health): State<Arc<Health<M>>>) -> impl IntoResponse {
     if health.is_ready() {
         (StatusCode::OK, "ready\n")
     } else {
@@ -55,7 +70,7 @@ async fn readyz(State(health): State<Arc<Health>>) -> impl IntoResponse {
 
 /// Binds the endpoint and serves it in the background; returns the bound
 /// address (useful with port 0).
-pub async fn serve(addr: SocketAddr, health: Arc<Health>) -> std::io::Result<SocketAddr> {
+pub async fn serve<M: MetricsText>(addr: SocketAddr, health: Arc<Health<M>>) -> std::io::Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
     tokio::spawn(async move {
@@ -81,7 +96,7 @@ mod tests {
 
     #[tokio::test]
     async fn readiness_follows_the_stages_and_metrics_are_served() {
-        let health = Arc::new(Health::default());
+        let health: Arc<Health> = Arc::new(Health::default());
         health.metrics.stage("export").record_out(7);
         let addr = serve("127.0.0.1:0".parse().unwrap(), health.clone()).await.unwrap();
         assert!(get(addr, "/healthz").await.starts_with("HTTP/1.1 200"));
