@@ -8,6 +8,7 @@ pub const SPEC_VALID: &str = "SpecValid";
 pub const TOPICS_READY: &str = "TopicsReady";
 pub const WORKERS_READY: &str = "WorkersReady";
 pub const BROKER_READY: &str = "BrokerReady";
+pub const GRAFANA_READY: &str = "GrafanaReady";
 
 /// A condition's new value.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -111,12 +111,21 @@ async fn apply_pipeline(p: Arc<StreamPipeline>, ctx: &Context) -> Result<Action,
     let mut observations = Vec::new();
     let mut stages = None;
     let mut topic_statuses = p.status.as_ref().map(|s| s.topics.clone()).unwrap_or_default();
+    let mut endpoints = std::collections::BTreeMap::new();
     match validate(&p) {
         // An invalid spec changes nothing: the last good children stay.
         Err(message) => observations.push(Observation::new(conditions::SPEC_VALID, false, "InvalidSpec", message)),
         Ok(()) => {
             observations.push(Observation::new(conditions::SPEC_VALID, true, "Valid", "the spec is valid"));
             observations.push(reconcile_broker(&p, client, &namespace).await?);
+            let (grafana, grafana_url) = reconcile_grafana(&p, client, &namespace).await?;
+            observations.push(grafana);
+            if let Some(url) = grafana_url {
+                endpoints.insert("grafana".to_string(), url);
+            }
+            if p.spec.mosquitto.managed {
+                endpoints.insert("mqtt".to_string(), crate::build::mosquitto::url(&p));
+            }
             let config = workers::config_map(&p);
             let hash = workers::config_hash(&config);
             apply(client, &namespace, &config).await?;
@@ -160,7 +169,7 @@ async fn apply_pipeline(p: Arc<StreamPipeline>, ctx: &Context) -> Result<Action,
         stages,
         topics_summary: Some(format!("{}/3 {}", topic_statuses.len(), if topics_ready { "ready" } else { "not ready" })),
         topics: topic_statuses,
-        endpoints: Default::default(),
+        endpoints,
     };
     // Writes only what changed: an unchanged pipeline's resync does not
     // touch its status.
@@ -178,18 +187,9 @@ async fn reconcile_broker(p: &StreamPipeline, client: &Client, namespace: &str) 
     let name = mosquitto::name(p);
     if !p.spec.mosquitto.managed {
         // Dropped from the spec: remove what an earlier spec made.
-        let dp = kube::api::DeleteParams::default();
-        let owned = |o: &Option<Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference>>| {
-            o.iter().flatten().any(|r| Some(&r.uid) == p.metadata.uid.as_ref())
-        };
-        let deployments: Api<Deployment> = Api::namespaced(client.clone(), namespace);
-        if let Some(d) = deployments.get_opt(&name).await? {
-            if owned(&d.metadata.owner_references) {
-                deployments.delete(&name, &dp).await?;
-                Api::<Service>::namespaced(client.clone(), namespace).delete(&name, &dp).await.ok();
-                Api::<ConfigMap>::namespaced(client.clone(), namespace).delete(&name, &dp).await.ok();
-            }
-        }
+        delete_if_owned::<Deployment>(client, namespace, &name, p).await?;
+        delete_if_owned::<Service>(client, namespace, &name, p).await?;
+        delete_if_owned::<ConfigMap>(client, namespace, &name, p).await?;
         return Ok(Observation::new(conditions::BROKER_READY, true, "External", format!("using the MQTT broker at {}", p.spec.pipeline.mqtt.url)));
     }
     apply(client, namespace, &mosquitto::config_map(p)).await?;
@@ -206,6 +206,65 @@ async fn reconcile_broker(p: &StreamPipeline, client: &Client, namespace: &str) 
             format!("the Mosquitto Pod is not ready yet; see `kubectl get pods -l app.kubernetes.io/instance={},app.kubernetes.io/component=mosquitto`", p.name_any()),
         )
     })
+}
+
+/// Deletes a child this pipeline made (and nothing a person made).
+async fn delete_if_owned<K>(client: &Client, namespace: &str, name: &str, p: &StreamPipeline) -> Result<(), Error>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope> + Clone + std::fmt::Debug + DeserializeOwned,
+    K::DynamicType: Default,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), namespace);
+    if let Some(object) = api.get_opt(name).await? {
+        let owned = object.meta().owner_references.iter().flatten().any(|r| Some(&r.uid) == p.metadata.uid.as_ref());
+        if owned {
+            api.delete(name, &Default::default()).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Grafana: applied when enabled (with a generated admin Secret unless one
+/// is referenced), removed when not.
+async fn reconcile_grafana(p: &StreamPipeline, client: &Client, namespace: &str) -> Result<(Observation, Option<String>), Error> {
+    use crate::build::grafana;
+    use k8s_openapi::api::core::v1::Secret;
+    let name = grafana::name(p);
+    if !p.spec.grafana.enabled {
+        delete_if_owned::<Deployment>(client, namespace, &name, p).await?;
+        delete_if_owned::<Service>(client, namespace, &name, p).await?;
+        delete_if_owned::<ConfigMap>(client, namespace, &format!("{name}-provisioning"), p).await?;
+        delete_if_owned::<Secret>(client, namespace, &grafana::admin_secret_name(p), p).await?;
+        return Ok((Observation::new(conditions::GRAFANA_READY, true, "Disabled", "Grafana is not enabled for this pipeline"), None));
+    }
+    if p.spec.grafana.admin_secret.is_none() {
+        let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
+        let secret_name = grafana::admin_secret_name(p);
+        if secrets.get_opt(&secret_name).await?.is_none() {
+            // Made once and never rewritten: the password stays what it was.
+            use rand::distr::{Alphanumeric, SampleString};
+            let password = Alphanumeric.sample_string(&mut rand::rng(), 24);
+            secrets.create(&Default::default(), &grafana::generated_admin_secret(p, &password)).await?;
+        }
+    }
+    apply(client, namespace, &grafana::provisioning(p)).await?;
+    apply(client, namespace, &grafana::service(p)).await?;
+    let applied = apply(client, namespace, &grafana::deployment(p)).await?;
+    let url = format!("http://{name}.{namespace}.svc:{}", grafana::PORT);
+    let ready = applied.status.as_ref().and_then(|s| s.ready_replicas).unwrap_or(0) > 0;
+    Ok((
+        if ready {
+            Observation::new(conditions::GRAFANA_READY, true, "GrafanaAvailable", format!("Grafana is up at {url}"))
+        } else {
+            Observation::new(
+                conditions::GRAFANA_READY,
+                false,
+                "GrafanaProgressing",
+                format!("the Grafana Pod is not ready yet; see `kubectl get pods -l app.kubernetes.io/instance={},app.kubernetes.io/component=grafana`", p.name_any()),
+            )
+        },
+        Some(url),
+    ))
 }
 
 fn same_ignoring_times(a: &StreamPipelineStatus, b: &StreamPipelineStatus) -> bool {

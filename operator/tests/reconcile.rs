@@ -200,3 +200,39 @@ async fn a_managed_broker_comes_and_goes_with_the_spec() {
     assert!(deployments.get_opt("line-2-mosquitto").await.unwrap().is_none(), "the broker dropped from the spec is removed");
     controller.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grafana_is_provisioned_with_a_generated_admin_secret_and_removed_when_disabled() {
+    use k8s_openapi::api::core::v1::Secret;
+    let kube = require!(KubeApi::shared());
+    let broker = require!(KafkaBroker::start());
+    let client = install_crd(kube).await;
+    let ns = kube.create_namespace(&unique_name("gf")).await.unwrap();
+    let controller = tokio::spawn(millrace_operator::reconcile::run(client.clone()));
+    let mut spec = example("line-3");
+    spec["spec"]["grafana"] = serde_json::json!({"enabled": true});
+    spec["spec"]["pipeline"]["kafka"] = serde_json::json!({
+        "bootstrapServers": broker.bootstrap_servers(),
+        "topics": {"raw": {"name": unique_name("raw")}, "joined": {"name": unique_name("joined")}, "deadLetter": {"name": unique_name("dead")}}
+    });
+    let pipelines: Api<StreamPipeline> = Api::namespaced(client.clone(), &ns);
+    pipelines.create(&PostParams::default(), &serde_json::from_value(spec).unwrap()).await.unwrap();
+    let p = wait_for(&pipelines, "line-3", "GrafanaReady", |p| condition(p, "GrafanaReady").is_some()).await;
+    assert_eq!(condition(&p, "GrafanaReady").unwrap().1, "GrafanaProgressing");
+    assert_eq!(p.status.unwrap().endpoints["grafana"], format!("http://line-3-grafana.{ns}.svc:3000"));
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    let admin = secrets.get("line-3-grafana-admin").await.unwrap();
+    let password = admin.data.unwrap()["admin-password"].0.clone();
+    assert_eq!(password.len(), 24);
+    let provisioning = Api::<ConfigMap>::namespaced(client.clone(), &ns).get("line-3-grafana-provisioning").await.unwrap();
+    assert!(provisioning.data.unwrap()["datasource.yaml"].contains("http://influxdb:8086"));
+    assert!(!format!("{:?}", Api::<Deployment>::namespaced(client.clone(), &ns).get("line-3-grafana").await.unwrap()).contains(&String::from_utf8_lossy(&password).to_string()),
+        "the password is only in the Secret");
+
+    let off = serde_json::json!({"spec": {"grafana": {"enabled": false}}});
+    pipelines.patch("line-3", &PatchParams::default(), &Patch::Merge(&off)).await.unwrap();
+    wait_for(&pipelines, "line-3", "Grafana disabled", |p| condition(p, "GrafanaReady").is_some_and(|c| c.1 == "Disabled")).await;
+    assert!(Api::<Deployment>::namespaced(client.clone(), &ns).get_opt("line-3-grafana").await.unwrap().is_none());
+    assert!(secrets.get_opt("line-3-grafana-admin").await.unwrap().is_none());
+    controller.abort();
+}

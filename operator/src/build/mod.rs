@@ -3,3 +3,4 @@
 
 pub mod workers;
 pub mod mosquitto;
+pub mod grafana;
