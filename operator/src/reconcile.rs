@@ -47,6 +47,7 @@ pub enum Error {
 
 pub struct Context {
     pub client: Client,
+    pub recorder: kube::runtime::events::Recorder,
     pub health: Arc<millrace_worker::health::Health<crate::metrics::OperatorMetrics>>,
 }
 
@@ -163,6 +164,7 @@ async fn apply_pipeline(p: Arc<StreamPipeline>, ctx: &Context) -> Result<Action,
     let now = Time(k8s_openapi::jiff::Timestamp::now());
     let conditions = conditions::merge(&previous, &observations, p.metadata.generation, now);
     let topics_ready = observations.iter().any(|o| o.kind == conditions::TOPICS_READY && o.ok);
+    publish_transitions(&p, &previous, &conditions, ctx).await;
     let status = StreamPipelineStatus {
         observed_generation: p.metadata.generation,
         conditions,
@@ -178,7 +180,36 @@ async fn apply_pipeline(p: Arc<StreamPipeline>, ctx: &Context) -> Result<Action,
         let patch = serde_json::json!({"apiVersion": "millrace.io/v1alpha1", "kind": "StreamPipeline", "status": status});
         api.patch_status(&p.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await?;
     }
-    Ok(Action::requeue(RESYNC))
+    // Kafka is not watched: look again soon while its topics are not right.
+    Ok(Action::requeue(if topics_ready { RESYNC } else { Duration::from_secs(10) }))
+}
+
+/// An Event for each condition that changed status: what a person reading
+/// `kubectl describe` needs to know.
+async fn publish_transitions(
+    p: &StreamPipeline,
+    previous: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
+    now: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
+    ctx: &Context,
+) {
+    use kube::runtime::events::{Event, EventType};
+    use kube::Resource;
+    for c in now {
+        let before = previous.iter().find(|b| b.type_ == c.type_);
+        if before.map(|b| (&b.status, &b.reason)) == Some((&c.status, &c.reason)) {
+            continue;
+        }
+        let event = Event {
+            type_: if c.status == "True" { EventType::Normal } else { EventType::Warning },
+            reason: c.reason.clone(),
+            note: Some(format!("{} is {}: {}", c.type_, c.status, c.message).chars().take(1000).collect()),
+            action: "Reconcile".into(),
+            secondary: None,
+        };
+        if let Err(e) = ctx.recorder.publish(&event, &p.object_ref(&())).await {
+            tracing::warn!(error = %e, "cannot publish an Event");
+        }
+    }
 }
 
 /// The managed Mosquitto: applied when asked for, removed when not.
@@ -291,7 +322,12 @@ pub async fn run(client: Client) {
 /// `run`, counting reconciles in `health`'s metrics.
 pub async fn run_with(client: Client, health: Arc<millrace_worker::health::Health<crate::metrics::OperatorMetrics>>) {
     let pipelines: Api<StreamPipeline> = Api::all(client.clone());
-    let context = Arc::new(Context { client: client.clone(), health });
+    let reporter = kube::runtime::events::Reporter {
+        controller: FIELD_MANAGER.into(),
+        instance: std::env::var("HOSTNAME").ok(),
+    };
+    let recorder = kube::runtime::events::Recorder::new(client.clone(), reporter);
+    let context = Arc::new(Context { client: client.clone(), health, recorder });
     Controller::new(pipelines, watcher::Config::default())
         .owns(Api::<Deployment>::all(client.clone()), watcher::Config::default())
         .owns(Api::<ConfigMap>::all(client.clone()), watcher::Config::default())

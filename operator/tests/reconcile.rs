@@ -236,3 +236,31 @@ async fn grafana_is_provisioned_with_a_generated_admin_secret_and_removed_when_d
     assert!(secrets.get_opt("line-3-grafana-admin").await.unwrap().is_none());
     controller.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_broker_is_reported_and_recovers() {
+    use k8s_openapi::api::events::v1::Event;
+    let kube = require!(KubeApi::shared());
+    let mut broker = require!(KafkaBroker::start());
+    let client = install_crd(kube).await;
+    let ns = kube.create_namespace(&unique_name("down")).await.unwrap();
+    let controller = tokio::spawn(millrace_operator::reconcile::run(client.clone()));
+    broker.stop();
+    let mut spec = example("line-4");
+    spec["spec"]["pipeline"]["kafka"] = serde_json::json!({
+        "bootstrapServers": broker.bootstrap_servers(),
+        "topics": {"raw": {"name": unique_name("raw")}, "joined": {"name": unique_name("joined")}, "deadLetter": {"name": unique_name("dead")}}
+    });
+    let pipelines: Api<StreamPipeline> = Api::namespaced(client.clone(), &ns);
+    pipelines.create(&PostParams::default(), &serde_json::from_value(spec).unwrap()).await.unwrap();
+    let p = wait_for(&pipelines, "line-4", "TopicsReady", |p| condition(p, "TopicsReady").is_some()).await;
+    let (status, reason, message) = condition(&p, "TopicsReady").unwrap();
+    assert_eq!((status.as_str(), reason.as_str()), ("False", "KafkaUnreachable"));
+    assert!(message.contains(&broker.bootstrap_servers()), "{message}");
+    let events: Vec<Event> = Api::<Event>::namespaced(client.clone(), &ns).list(&Default::default()).await.unwrap().items;
+    assert!(events.iter().any(|e| e.reason.as_deref() == Some("KafkaUnreachable")), "an Event tells a person: {events:?}");
+
+    broker.restart().unwrap();
+    wait_for(&pipelines, "line-4", "recovery", |p| condition(p, "TopicsReady").is_some_and(|c| c.0 == "True")).await;
+    controller.abort();
+}
