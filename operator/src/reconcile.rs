@@ -47,6 +47,7 @@ pub enum Error {
 
 pub struct Context {
     pub client: Client,
+    pub admin: topics::AdminClients,
     pub recorder: kube::runtime::events::Recorder,
     pub health: Arc<millrace_worker::health::Health<crate::metrics::OperatorMetrics>>,
 }
@@ -87,7 +88,7 @@ async fn reconcile_once(p: Arc<StreamPipeline>, ctx: &Arc<Context>) -> Result<Ac
     finalizer(&api, FINALIZER, p, |event| async {
         match event {
             Event::Apply(p) => apply_pipeline(p, ctx).await,
-            Event::Cleanup(p) => cleanup(p).await,
+            Event::Cleanup(p) => cleanup(p, ctx).await,
         }
     })
     .await
@@ -96,10 +97,10 @@ async fn reconcile_once(p: Arc<StreamPipeline>, ctx: &Arc<Context>) -> Result<Ac
 
 /// The pipeline is being deleted: its children go with it (owner
 /// references); its topics only with `deletionPolicy: Delete`.
-async fn cleanup(p: Arc<StreamPipeline>) -> Result<Action, Error> {
+async fn cleanup(p: Arc<StreamPipeline>, ctx: &Context) -> Result<Action, Error> {
     if p.spec.deletion_policy == crate::crd::DeletionPolicy::Delete {
         if let Some(kafka) = &p.spec.pipeline.kafka {
-            topics::delete(kafka).await?;
+            topics::delete(&ctx.admin, kafka).await?;
             tracing::info!(pipeline = %p.name_any(), "deleted the pipeline's topics (deletionPolicy: Delete)");
         }
     }
@@ -151,7 +152,7 @@ async fn apply_pipeline(p: Arc<StreamPipeline>, ctx: &Context) -> Result<Action,
                 )
             });
             let kafka = p.spec.pipeline.kafka.as_ref().expect("validated");
-            observations.push(match topics::ensure(kafka).await {
+            observations.push(match topics::ensure(&ctx.admin, kafka).await {
                 Ok(statuses) => {
                     topic_statuses = statuses;
                     Observation::new(conditions::TOPICS_READY, true, "TopicsInLine", format!("{} topics as the spec says", topic_statuses.len()))
@@ -327,7 +328,7 @@ pub async fn run_with(client: Client, health: Arc<millrace_worker::health::Healt
         instance: std::env::var("HOSTNAME").ok(),
     };
     let recorder = kube::runtime::events::Recorder::new(client.clone(), reporter);
-    let context = Arc::new(Context { client: client.clone(), health, recorder });
+    let context = Arc::new(Context { client: client.clone(), admin: Default::default(), health, recorder });
     Controller::new(pipelines, watcher::Config::default())
         .owns(Api::<Deployment>::all(client.clone()), watcher::Config::default())
         .owns(Api::<ConfigMap>::all(client.clone()), watcher::Config::default())

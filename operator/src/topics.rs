@@ -40,14 +40,36 @@ pub fn wanted(kafka: &KafkaConfig) -> [&TopicSpec; 3] {
     [&kafka.topics.raw, &kafka.topics.joined, &kafka.topics.dead_letter]
 }
 
+/// Admin clients by cluster: each holds librdkafka threads and buffers, so
+/// pipelines on one Kafka share one.
+#[derive(Default)]
+pub struct AdminClients {
+    clients: std::sync::Mutex<std::collections::HashMap<String, std::sync::Arc<AdminClient<DefaultClientContext>>>>,
+}
+
+impl AdminClients {
+    fn get(&self, kafka: &KafkaConfig) -> Result<std::sync::Arc<AdminClient<DefaultClientContext>>, TopicsError> {
+        // Keyed by every setting, not just the servers: properties may differ.
+        let key = format!("{}|{:?}", kafka.bootstrap_servers, kafka.properties);
+        let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = clients.get(&key) {
+            return Ok(c.clone());
+        }
+        let admin: AdminClient<DefaultClientContext> = millrace_worker::kafka::client_config(kafka)
+            .set("socket.timeout.ms", "5000")
+            .create()
+            .map_err(|e| TopicsError::Unreachable { servers: kafka.bootstrap_servers.clone(), detail: e.to_string() })?;
+        let admin = std::sync::Arc::new(admin);
+        clients.insert(key, admin.clone());
+        Ok(admin)
+    }
+}
+
 /// Brings the broker's topics in line with the spec and reports them.
-pub async fn ensure(kafka: &KafkaConfig) -> Result<Vec<TopicStatus>, TopicsError> {
+pub async fn ensure(clients: &AdminClients, kafka: &KafkaConfig) -> Result<Vec<TopicStatus>, TopicsError> {
     let servers = kafka.bootstrap_servers.clone();
     let unreachable = |detail: String| TopicsError::Unreachable { servers: servers.clone(), detail };
-    let admin: AdminClient<DefaultClientContext> = millrace_worker::kafka::client_config(kafka)
-        .set("socket.timeout.ms", "5000")
-        .create()
-        .map_err(|e| unreachable(e.to_string()))?;
+    let admin = clients.get(kafka)?;
     let existing = partitions_in_broker(&admin, kafka).await.map_err(unreachable)?;
     let options = AdminOptions::new().operation_timeout(Some(TIMEOUT)).request_timeout(Some(TIMEOUT));
     let mut statuses = Vec::new();
@@ -100,10 +122,8 @@ async fn partitions_in_broker(admin: &AdminClient<DefaultClientContext>, _kafka:
 }
 
 /// Deletes the pipeline's topics (`deletionPolicy: Delete`).
-pub async fn delete(kafka: &KafkaConfig) -> Result<(), TopicsError> {
-    let admin: AdminClient<DefaultClientContext> = millrace_worker::kafka::client_config(kafka)
-        .create()
-        .map_err(|e| TopicsError::Unreachable { servers: kafka.bootstrap_servers.clone(), detail: e.to_string() })?;
+pub async fn delete(clients: &AdminClients, kafka: &KafkaConfig) -> Result<(), TopicsError> {
+    let admin = clients.get(kafka)?;
     let names: Vec<&str> = wanted(kafka).iter().map(|t| t.name.as_str()).collect();
     let options = AdminOptions::new().operation_timeout(Some(TIMEOUT));
     for r in admin.delete_topics(&names, &options).await.map_err(|e| TopicsError::Unreachable {

@@ -95,7 +95,7 @@ impl KubeApi {
             format!("--service-account-signing-key-file={}", p("sa.key")),
             format!("--token-auth-file={}", p("tokens.csv")),
             "--authorization-mode=RBAC".into(),
-            "--service-cluster-ip-range=10.0.0.0/24".into(),
+            "--service-cluster-ip-range=10.96.0.0/16".into(),
             "--allow-privileged=true".into(),
             "--v=0".into(),
         ];

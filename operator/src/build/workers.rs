@@ -206,11 +206,13 @@ pub fn deployment(p: &StreamPipeline, stage: Stage, config_hash: &str) -> Deploy
     }
 }
 
-/// The metrics Service of one stage.
+/// The metrics Service of one stage. Headless: scrapers want every Pod,
+/// and a pipeline's three take no cluster IPs.
 pub fn metrics_service(p: &StreamPipeline, stage: Stage) -> Service {
     Service {
         metadata: metadata(p, format!("{}-{}-metrics", p.name_any(), stage.name()), stage.name()),
         spec: Some(ServiceSpec {
+            cluster_ip: Some("None".into()),
             selector: Some(labels(p, stage.name())),
             ports: Some(vec![ServicePort {
                 name: Some("metrics".into()),
