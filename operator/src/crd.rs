@@ -134,11 +134,16 @@ pub struct ManagedMosquitto {
     /// Mosquitto image.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
-    /// Turn on Mosquitto's persistence of queued messages and sessions. A
-    /// PersistentVolumeClaim of this size is not made yet: the data lives as
-    /// long as the broker's Pod.
+    /// Keep Mosquitto's sessions and queued messages on a
+    /// PersistentVolumeClaim of this size (e.g. `1Gi`), so a restarted broker
+    /// still holds what it had not delivered. Without it the data lives as
+    /// long as the broker's Pod. Removing it deletes the claim.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$"))]
     pub persistence_size: Option<String>,
+    /// StorageClass of the broker's claim; the cluster's default when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_class: Option<String>,
     /// Require a username and password: this Secret holds the broker's
     /// password file under the key `passwd` (made with `mosquitto_passwd`).
     /// The workers' own login comes from `pipeline.mqtt.credentials`.

@@ -2,17 +2,16 @@
 //! the desired objects (pure), apply them (server-side, one field manager),
 //! derive the status.
 //!
-//! Built so far: the worker ConfigMap, Deployments and metrics Services, the
-//! Kafka topics, the deletion policy (a finalizer), and the `SpecValid`,
-//! `TopicsReady`, `WorkersReady` and `Ready` conditions. Not yet: managed
-//! Mosquitto, Grafana, leader election, Events and the operator's metrics.
+//! Children are written only when they drifted from the spec, the status
+//! only when it changed, Events only on condition transitions: a resync of
+//! an unchanged pipeline is all reads.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
@@ -48,8 +47,20 @@ pub enum Error {
 pub struct Context {
     pub client: Client,
     pub admin: topics::AdminClients,
+    pub backoff: crate::backoff::ErrorBackoff,
     pub recorder: kube::runtime::events::Recorder,
     pub health: Arc<millrace_worker::health::Health<crate::metrics::OperatorMetrics>>,
+}
+
+impl Context {
+    pub fn new(client: Client, health: Arc<millrace_worker::health::Health<crate::metrics::OperatorMetrics>>) -> Self {
+        let reporter = kube::runtime::events::Reporter {
+            controller: FIELD_MANAGER.into(),
+            instance: std::env::var("HOSTNAME").ok(),
+        };
+        let recorder = kube::runtime::events::Recorder::new(client.clone(), reporter);
+        Context { client, admin: Default::default(), backoff: Default::default(), recorder, health }
+    }
 }
 
 /// What is wrong with a spec that the schema could not say (pure).
@@ -71,13 +82,25 @@ where
 {
     let api: Api<K> = Api::namespaced(client.clone(), namespace);
     let name = object.meta().name.clone().unwrap_or_default();
+    // A child already as wanted is not written again: resyncs stay reads.
+    if let Some(actual) = api.get_opt(&name).await? {
+        let desired = serde_json::to_value(object).map_err(kube::Error::SerdeError)?;
+        let current = serde_json::to_value(&actual).map_err(kube::Error::SerdeError)?;
+        if !crate::drift::drifted(&desired, &current) {
+            return Ok(actual);
+        }
+    }
     api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(object)).await
 }
 
 pub async fn reconcile(p: Arc<StreamPipeline>, ctx: Arc<Context>) -> Result<Action, Error> {
     let started = std::time::Instant::now();
+    let key = pipeline_key(&p);
     let result = reconcile_once(p, &ctx).await;
     ctx.health.metrics.observe(result.is_ok(), started.elapsed().as_secs_f64());
+    if result.is_ok() {
+        ctx.backoff.succeeded(&key);
+    }
     result
 }
 
@@ -222,7 +245,12 @@ async fn reconcile_broker(p: &StreamPipeline, client: &Client, namespace: &str) 
         delete_if_owned::<Deployment>(client, namespace, &name, p).await?;
         delete_if_owned::<Service>(client, namespace, &name, p).await?;
         delete_if_owned::<ConfigMap>(client, namespace, &name, p).await?;
+        delete_if_owned::<PersistentVolumeClaim>(client, namespace, &mosquitto::data_claim_name(p), p).await?;
         return Ok(Observation::new(conditions::BROKER_READY, true, "External", format!("using the MQTT broker at {}", p.spec.pipeline.mqtt.url)));
+    }
+    match mosquitto::data_claim(p) {
+        Some(claim) => drop(apply(client, namespace, &claim).await?),
+        None => delete_if_owned::<PersistentVolumeClaim>(client, namespace, &mosquitto::data_claim_name(p), p).await?,
     }
     apply(client, namespace, &mosquitto::config_map(p)).await?;
     apply(client, namespace, &mosquitto::service(p)).await?;
@@ -310,9 +338,14 @@ fn same_ignoring_times(a: &StreamPipelineStatus, b: &StreamPipelineStatus) -> bo
     strip(a) == strip(b)
 }
 
-pub fn error_policy(p: Arc<StreamPipeline>, error: &Error, _ctx: Arc<Context>) -> Action {
-    tracing::warn!(pipeline = %p.name_any(), %error, "reconcile failed; retrying");
-    Action::requeue(Duration::from_secs(5))
+fn pipeline_key(p: &StreamPipeline) -> String {
+    format!("{}/{}", p.namespace().unwrap_or_default(), p.name_any())
+}
+
+pub fn error_policy(p: Arc<StreamPipeline>, error: &Error, ctx: Arc<Context>) -> Action {
+    let wait = ctx.backoff.failed(&pipeline_key(&p));
+    tracing::warn!(pipeline = %pipeline_key(&p), %error, retry_in_s = wait.as_secs(), "reconcile failed");
+    Action::requeue(wait)
 }
 
 /// Runs the controller until the process is stopped.
@@ -323,12 +356,7 @@ pub async fn run(client: Client) {
 /// `run`, counting reconciles in `health`'s metrics.
 pub async fn run_with(client: Client, health: Arc<millrace_worker::health::Health<crate::metrics::OperatorMetrics>>) {
     let pipelines: Api<StreamPipeline> = Api::all(client.clone());
-    let reporter = kube::runtime::events::Reporter {
-        controller: FIELD_MANAGER.into(),
-        instance: std::env::var("HOSTNAME").ok(),
-    };
-    let recorder = kube::runtime::events::Recorder::new(client.clone(), reporter);
-    let context = Arc::new(Context { client: client.clone(), admin: Default::default(), health, recorder });
+    let context = Arc::new(Context::new(client.clone(), health));
     Controller::new(pipelines, watcher::Config::default())
         .owns(Api::<Deployment>::all(client.clone()), watcher::Config::default())
         .owns(Api::<ConfigMap>::all(client.clone()), watcher::Config::default())

@@ -98,7 +98,7 @@ pub async fn ensure(clients: &AdminClients, kafka: &KafkaConfig) -> Result<Vec<T
                 return Err(TopicsError::PartitionDecrease { topic: spec.name.clone(), actual, wanted: spec.partitions });
             }
             Some(_) => {
-                if !spec.config.is_empty() {
+                if !spec.config.is_empty() && !configs_in_line(&admin, spec, &options).await {
                     let mut alter = AlterConfig::new(ResourceSpecifier::Topic(&spec.name));
                     for (k, v) in &spec.config {
                         alter = alter.set(k, v);
@@ -112,6 +112,22 @@ pub async fn ensure(clients: &AdminClients, kafka: &KafkaConfig) -> Result<Vec<T
         statuses.push(TopicStatus { name: spec.name.clone(), partitions: spec.partitions });
     }
     Ok(statuses)
+}
+
+/// Whether the broker already holds the spec's configs for a topic: only
+/// then is nothing written. A broker that cannot say is written to.
+async fn configs_in_line(admin: &AdminClient<DefaultClientContext>, spec: &TopicSpec, options: &AdminOptions) -> bool {
+    let described = admin.describe_configs([&ResourceSpecifier::Topic(&spec.name)], options).await;
+    let Ok(Some(Ok(resource))) = described.map(|mut r| r.pop()) else {
+        return false;
+    };
+    let actual: Vec<(&str, Option<&str>)> = resource.entries.iter().map(|e| (e.name.as_str(), e.value.as_deref())).collect();
+    holds_configs(&spec.config, &actual)
+}
+
+/// Every wanted config has the wanted value (pure).
+fn holds_configs(wanted: &std::collections::BTreeMap<String, String>, actual: &[(&str, Option<&str>)]) -> bool {
+    wanted.iter().all(|(k, v)| actual.iter().any(|(name, value)| name == k && *value == Some(v.as_str())))
 }
 
 /// Topic names and partition counts, as the broker reports them.
@@ -137,4 +153,20 @@ pub async fn delete(clients: &AdminClients, kafka: &KafkaConfig) -> Result<(), T
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::holds_configs;
+    use std::collections::BTreeMap;
+
+    #[test]
+    fn configs_are_in_line_only_when_every_wanted_value_is_there() {
+        let wanted = BTreeMap::from([("retention.ms".to_string(), "3600000".to_string())]);
+        assert!(holds_configs(&wanted, &[("cleanup.policy", Some("delete")), ("retention.ms", Some("3600000"))]));
+        assert!(!holds_configs(&wanted, &[("retention.ms", Some("604800000"))]));
+        assert!(!holds_configs(&wanted, &[("retention.ms", None)]));
+        assert!(!holds_configs(&wanted, &[]));
+        assert!(holds_configs(&BTreeMap::new(), &[]));
+    }
 }

@@ -31,6 +31,15 @@ async fn wait_for(api: &Api<StreamPipeline>, name: &str, what: &str, test: impl 
     }
 }
 
+async fn topic_config(servers: &str, topic: &str, key: &str) -> Option<String> {
+    use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
+    use rdkafka::client::DefaultClientContext;
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new().set("bootstrap.servers", servers).create().unwrap();
+    let mut described = admin.describe_configs([&ResourceSpecifier::Topic(topic)], &AdminOptions::new()).await.unwrap();
+    let resource = described.pop().unwrap().unwrap();
+    resource.entries.into_iter().find(|e| e.name == key).and_then(|e| e.value)
+}
+
 fn partitions(servers: &str, topic: &str) -> usize {
     let consumer: BaseConsumer = ClientConfig::new().set("bootstrap.servers", servers).create().unwrap();
     let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).unwrap();
@@ -263,4 +272,52 @@ async fn an_unreachable_broker_is_reported_and_recovers() {
     broker.restart().unwrap();
     wait_for(&pipelines, "line-4", "recovery", |p| condition(p, "TopicsReady").is_some_and(|c| c.0 == "True")).await;
     controller.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resync_of_an_unchanged_pipeline_only_reads() {
+    use k8s_openapi::api::core::v1::PersistentVolumeClaim;
+    use millrace_operator::reconcile::{reconcile, Context};
+    use std::sync::Arc;
+    let kube = require!(KubeApi::shared());
+    let broker = require!(KafkaBroker::start());
+    let client = install_crd(kube).await;
+    let ns = kube.create_namespace(&unique_name("resync")).await.unwrap();
+    let controller = tokio::spawn(millrace_operator::reconcile::run(client.clone()));
+    // Every kind of child: workers, a managed broker with a claim, Grafana.
+    let raw = unique_name("raw");
+    let mut spec = example("steady");
+    spec["spec"]["mosquitto"] = serde_json::json!({"managed": true, "persistenceSize": "1Gi"});
+    spec["spec"]["grafana"] = serde_json::json!({"enabled": true});
+    spec["spec"]["pipeline"]["kafka"] = serde_json::json!({
+        "bootstrapServers": broker.bootstrap_servers(),
+        "topics": {"raw": {"name": raw, "partitions": 2, "config": {"retention.ms": "3600000"}}, "joined": {"name": unique_name("joined")}, "deadLetter": {"name": unique_name("dead")}}
+    });
+    let pipelines: Api<StreamPipeline> = Api::namespaced(client.clone(), &ns);
+    pipelines.create(&PostParams::default(), &serde_json::from_value(spec).unwrap()).await.unwrap();
+    wait_for(&pipelines, "steady", "topics ready", |p| condition(p, "TopicsReady").is_some_and(|c| c.0 == "True")).await;
+    assert_eq!(topic_config(&broker.bootstrap_servers(), &raw, "retention.ms").await.as_deref(), Some("3600000"));
+    let claim = Api::<PersistentVolumeClaim>::namespaced(client.clone(), &ns).get("steady-mosquitto-data").await.unwrap();
+    assert_eq!(claim.spec.unwrap().resources.unwrap().requests.unwrap()["storage"].0, "1Gi");
+    controller.abort();
+
+    let (recording, log) = kube.recording_client().await.unwrap();
+    let ctx = Arc::new(Context::new(recording, Default::default()));
+    // The first pass settles whatever the stopped controller left midway.
+    reconcile(Arc::new(pipelines.get("steady").await.unwrap()), ctx.clone()).await.unwrap();
+    log.take();
+    reconcile(Arc::new(pipelines.get("steady").await.unwrap()), ctx.clone()).await.unwrap();
+    assert_eq!(log.writes(), Vec::<(String, String)>::new(), "a resync of an unchanged pipeline writes nothing");
+    let reads = log.take();
+    assert!(reads.iter().any(|(_, path)| path.ends_with("/deployments/steady-join")), "it did look at the children: {reads:?}");
+
+    // A child edited by hand has drifted: the next resync puts it back.
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    let scale = serde_json::json!({"spec": {"replicas": 7}});
+    deployments.patch("steady-join", &PatchParams::default(), &Patch::Merge(&scale)).await.unwrap();
+    reconcile(Arc::new(pipelines.get("steady").await.unwrap()), ctx.clone()).await.unwrap();
+    let writes = log.writes();
+    assert!(writes.iter().all(|(m, _)| m == "PATCH"), "{writes:?}");
+    assert!(writes.iter().any(|(_, path)| path.ends_with("/deployments/steady-join")), "{writes:?}");
+    assert_eq!(deployments.get("steady-join").await.unwrap().spec.unwrap().replicas, Some(2));
 }

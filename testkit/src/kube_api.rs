@@ -13,6 +13,22 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use crate::process::{free_port, new_dir, on_keeper_thread, port_open, Server};
 use crate::{find_binary, StartError};
 
+/// The method and path of each request a recording client sent.
+#[derive(Clone, Default)]
+pub struct RequestLog(std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>);
+
+impl RequestLog {
+    /// Everything sent so far, and forgets it.
+    pub fn take(&self) -> Vec<(String, String)> {
+        std::mem::take(&mut *self.0.lock().unwrap())
+    }
+
+    /// What was sent so far other than reads (GET, and watches which are GETs).
+    pub fn writes(&self) -> Vec<(String, String)> {
+        self.0.lock().unwrap().iter().filter(|(method, _)| method != "GET").cloned().collect()
+    }
+}
+
 /// A running API server with an admin token.
 pub struct KubeApi {
     port: u16,
@@ -149,6 +165,21 @@ impl KubeApi {
         let kc = Kubeconfig::read_from(kubeconfig)?;
         let config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await?;
         Ok(kube::Client::try_from(config)?)
+    }
+
+    /// An admin client that records every request it sends, for tests of
+    /// what a controller writes (and does not).
+    pub async fn recording_client(&self) -> anyhow::Result<(kube::Client, RequestLog)> {
+        let kc = Kubeconfig::read_from(&self.kubeconfig)?;
+        let config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await?;
+        let log = RequestLog::default();
+        let sink = log.clone();
+        let layer = tower::util::MapRequestLayer::new(move |request: http::Request<kube::client::Body>| {
+            sink.0.lock().unwrap().push((request.method().to_string(), request.uri().path().to_string()));
+            request
+        });
+        let client = kube::client::ClientBuilder::try_from(config)?.with_layer(&layer).build();
+        Ok((client, log))
     }
 
     /// Creates a namespace and returns its name.

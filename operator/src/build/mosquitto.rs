@@ -5,9 +5,11 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy};
 use k8s_openapi::api::core::v1::{
-    Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, PodSpec, PodTemplateSpec, Probe,
-    SecretVolumeSource, SecurityContext, Service, ServicePort, ServiceSpec, TCPSocketAction, Volume, VolumeMount,
+    Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, PersistentVolumeClaim,
+    PersistentVolumeClaimSpec, PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SecretVolumeSource,
+    SecurityContext, Service, ServicePort, ServiceSpec, TCPSocketAction, Volume, VolumeMount, VolumeResourceRequirements,
 };
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{Resource, ResourceExt};
@@ -21,6 +23,26 @@ const DEFAULT_IMAGE: &str = "eclipse-mosquitto:2.0";
 
 pub fn name(p: &StreamPipeline) -> String {
     format!("{}-mosquitto", p.name_any())
+}
+
+/// The PersistentVolumeClaim that keeps the broker's sessions and queues.
+pub fn data_claim_name(p: &StreamPipeline) -> String {
+    format!("{}-data", name(p))
+}
+
+/// The broker's PersistentVolumeClaim, when `persistenceSize` asks for one.
+pub fn data_claim(p: &StreamPipeline) -> Option<PersistentVolumeClaim> {
+    let size = p.spec.mosquitto.persistence_size.clone()?;
+    Some(PersistentVolumeClaim {
+        metadata: metadata(p, data_claim_name(p)),
+        spec: Some(PersistentVolumeClaimSpec {
+            access_modes: Some(vec!["ReadWriteOnce".into()]),
+            resources: Some(VolumeResourceRequirements { requests: Some(BTreeMap::from([("storage".into(), Quantity(size))])), ..Default::default() }),
+            storage_class_name: p.spec.mosquitto.storage_class.clone(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
 }
 
 /// The URL the workers use for the managed broker.
@@ -63,9 +85,15 @@ pub fn deployment(p: &StreamPipeline) -> Deployment {
     ];
     let mut volumes = vec![
         Volume { name: "config".into(), config_map: Some(ConfigMapVolumeSource { name: name(p), ..Default::default() }), ..Default::default() },
-        // The PersistentVolumeClaim for `persistenceSize` is not built yet;
-        // until then the data lives as long as the Pod.
-        Volume { name: "data".into(), empty_dir: Some(EmptyDirVolumeSource::default()), ..Default::default() },
+        match data_claim(p) {
+            Some(_) => Volume {
+                name: "data".into(),
+                persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource { claim_name: data_claim_name(p), ..Default::default() }),
+                ..Default::default()
+            },
+            // Without persistence the broker still needs a writable place.
+            None => Volume { name: "data".into(), empty_dir: Some(EmptyDirVolumeSource::default()), ..Default::default() },
+        },
     ];
     if let Some(secret) = &m.auth_secret {
         // The Secret holds a mosquitto password file under the key `passwd`.
@@ -105,6 +133,8 @@ pub fn deployment(p: &StreamPipeline) -> Deployment {
                         ..Default::default()
                     }],
                     volumes: Some(volumes),
+                    // The claim's files belong to the broker's group.
+                    security_context: Some(PodSecurityContext { fs_group: Some(1883), ..Default::default() }),
                     ..Default::default()
                 }),
             },
@@ -138,7 +168,7 @@ mod tests {
 
     fn pipeline(mosquitto: &str) -> StreamPipeline {
         serde_yaml::from_str(&format!(
-            "apiVersion: millrace.io/v1alpha1\nkind: StreamPipeline\nmetadata: {{name: l1, namespace: plant}}\nspec:\n  pipeline: {{}}\n  mosquitto: {mosquitto}\n"
+            "apiVersion: millrace.io/v1alpha1\nkind: StreamPipeline\nmetadata: {{name: l1, namespace: plant, uid: u-1}}\nspec:\n  pipeline: {{}}\n  mosquitto: {mosquitto}\n"
         ))
         .unwrap()
     }
@@ -164,5 +194,27 @@ mod tests {
         let c = &spec.template.spec.unwrap().containers[0];
         assert_eq!(c.security_context.as_ref().unwrap().run_as_non_root, Some(true));
         assert_eq!(service(&pipeline("{managed: true}")).spec.unwrap().ports.unwrap()[0].port, 1883);
+    }
+
+    #[test]
+    fn persistence_puts_the_data_on_a_claim_of_the_asked_size() {
+        let ephemeral = pipeline("{managed: true}");
+        assert!(data_claim(&ephemeral).is_none());
+        let volumes = deployment(&ephemeral).spec.unwrap().template.spec.unwrap().volumes.unwrap();
+        assert!(volumes[1].empty_dir.is_some());
+        assert!(config_map(&ephemeral).data.unwrap()["mosquitto.conf"].contains("persistence false"));
+
+        let kept = pipeline("{managed: true, persistenceSize: 2Gi, storageClass: fast}");
+        let claim = data_claim(&kept).unwrap();
+        assert_eq!(claim.metadata.name.as_deref(), Some("l1-mosquitto-data"));
+        assert_eq!(claim.metadata.owner_references.as_ref().map(|o| o.len()), Some(1), "goes with the pipeline");
+        let spec = claim.spec.unwrap();
+        assert_eq!(spec.access_modes.unwrap(), ["ReadWriteOnce"]);
+        assert_eq!(spec.resources.unwrap().requests.unwrap()["storage"].0, "2Gi");
+        assert_eq!(spec.storage_class_name.as_deref(), Some("fast"));
+        let pod = deployment(&kept).spec.unwrap().template.spec.unwrap();
+        assert_eq!(pod.volumes.unwrap()[1].persistent_volume_claim.as_ref().unwrap().claim_name, "l1-mosquitto-data");
+        assert_eq!(pod.security_context.unwrap().fs_group, Some(1883));
+        assert!(config_map(&kept).data.unwrap()["mosquitto.conf"].contains("persistence true"));
     }
 }
