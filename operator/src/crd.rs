@@ -149,6 +149,11 @@ pub struct ManagedMosquitto {
     /// The workers' own login comes from `pipeline.mqtt.credentials`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth_secret: Option<String>,
+    /// Expose the broker on this port of every node (a NodePort Service), so
+    /// machines outside the cluster can publish; in-cluster only when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 30000, max = 32767))]
+    pub node_port: Option<i32>,
 }
 
 /// Grafana for the pipeline.
@@ -165,6 +170,12 @@ pub struct GrafanaSpec {
     /// without it the operator generates one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub admin_secret: Option<String>,
+    /// Expose Grafana on this port of every node (a NodePort Service, e.g.
+    /// for kind or a plant network without a load balancer); in-cluster only
+    /// when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 30000, max = 32767))]
+    pub node_port: Option<i32>,
 }
 
 /// What the operator observed and did.

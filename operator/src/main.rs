@@ -36,6 +36,10 @@ struct RunArgs {
     /// Namespace of the Lease (the operator's own).
     #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
     lease_namespace: String,
+    /// Reconcile the pipelines of this namespace only (then a Role there is
+    /// all the operator needs); all namespaces when unset.
+    #[arg(long, env = "MILLRACE_WATCH_NAMESPACE")]
+    watch_namespace: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -86,7 +90,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             leader.changed().await?;
         }
         tracing::info!("leading: reconciling");
-        let controller = millrace_operator::reconcile::run_with(client, health);
+        let controller = millrace_operator::reconcile::run_with(client, args.watch_namespace.as_deref(), health);
         tokio::select! {
             _ = controller => Ok(()),
             _ = async { while *leader.borrow_and_update() { if leader.changed().await.is_err() { break } } } => {
@@ -97,7 +101,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         }
     } else {
         health.set_ready(true);
-        millrace_operator::reconcile::run_with(client, health).await;
+        millrace_operator::reconcile::run_with(client, args.watch_namespace.as_deref(), health).await;
         Ok(())
     }
 }

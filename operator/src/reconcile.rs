@@ -275,7 +275,12 @@ where
     K::DynamicType: Default,
 {
     let api: Api<K> = Api::namespaced(client.clone(), namespace);
-    if let Some(object) = api.get_opt(name).await? {
+    let found = match api.get_opt(name).await {
+        // What the operator may not even read, it cannot have made.
+        Err(e) if is_forbidden(&e) => None,
+        other => other?,
+    };
+    if let Some(object) = found {
         let owned = object.meta().owner_references.iter().flatten().any(|r| Some(&r.uid) == p.metadata.uid.as_ref());
         if owned {
             api.delete(name, &Default::default()).await?;
@@ -300,11 +305,33 @@ async fn reconcile_grafana(p: &StreamPipeline, client: &Client, namespace: &str)
     if p.spec.grafana.admin_secret.is_none() {
         let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
         let secret_name = grafana::admin_secret_name(p);
-        if secrets.get_opt(&secret_name).await?.is_none() {
-            // Made once and never rewritten: the password stays what it was.
-            use rand::distr::{Alphanumeric, SampleString};
-            let password = Alphanumeric.sample_string(&mut rand::rng(), 24);
-            secrets.create(&Default::default(), &grafana::generated_admin_secret(p, &password)).await?;
+        let made = match secrets.get_opt(&secret_name).await {
+            Ok(Some(_)) => Ok(()),
+            Ok(None) => {
+                // Made once and never rewritten: the password stays what it was.
+                use rand::distr::{Alphanumeric, SampleString};
+                let password = Alphanumeric.sample_string(&mut rand::rng(), 24);
+                secrets.create(&Default::default(), &grafana::generated_admin_secret(p, &password)).await.map(drop)
+            }
+            Err(e) => Err(e),
+        };
+        match made {
+            Ok(()) => {}
+            // Least privilege: the operator may write Secrets only where it was granted.
+            Err(e) if is_forbidden(&e) => {
+                return Ok((
+                    Observation::new(
+                        conditions::GRAFANA_READY,
+                        false,
+                        "AdminSecretForbidden",
+                        format!(
+                            "the operator may not create the Grafana admin Secret {secret_name} in namespace {namespace}: reference your own in spec.grafana.adminSecret, or add {namespace} to the chart's rbac.secretNamespaces"
+                        ),
+                    ),
+                    None,
+                ))
+            }
+            Err(e) => return Err(e.into()),
         }
     }
     apply(client, namespace, &grafana::provisioning(p)).await?;
@@ -325,6 +352,10 @@ async fn reconcile_grafana(p: &StreamPipeline, client: &Client, namespace: &str)
         },
         Some(url),
     ))
+}
+
+fn is_forbidden(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(status) if status.code == 403)
 }
 
 fn same_ignoring_times(a: &StreamPipelineStatus, b: &StreamPipelineStatus) -> bool {
@@ -350,17 +381,30 @@ pub fn error_policy(p: Arc<StreamPipeline>, error: &Error, ctx: Arc<Context>) ->
 
 /// Runs the controller until the process is stopped.
 pub async fn run(client: Client) {
-    run_with(client, Arc::new(Default::default())).await
+    run_with(client, None, Arc::new(Default::default())).await
 }
 
 /// `run`, counting reconciles in `health`'s metrics.
-pub async fn run_with(client: Client, health: Arc<millrace_worker::health::Health<crate::metrics::OperatorMetrics>>) {
-    let pipelines: Api<StreamPipeline> = Api::all(client.clone());
+pub async fn run_with(
+    client: Client,
+    namespace: Option<&str>,
+    health: Arc<millrace_worker::health::Health<crate::metrics::OperatorMetrics>>,
+) {
+    fn scoped<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+        K::DynamicType: Default,
+    {
+        match namespace {
+            Some(ns) => Api::namespaced(client.clone(), ns),
+            None => Api::all(client.clone()),
+        }
+    }
     let context = Arc::new(Context::new(client.clone(), health));
-    Controller::new(pipelines, watcher::Config::default())
-        .owns(Api::<Deployment>::all(client.clone()), watcher::Config::default())
-        .owns(Api::<ConfigMap>::all(client.clone()), watcher::Config::default())
-        .owns(Api::<Service>::all(client.clone()), watcher::Config::default())
+    Controller::new(scoped::<StreamPipeline>(&client, namespace), watcher::Config::default())
+        .owns(scoped::<Deployment>(&client, namespace), watcher::Config::default())
+        .owns(scoped::<ConfigMap>(&client, namespace), watcher::Config::default())
+        .owns(scoped::<Service>(&client, namespace), watcher::Config::default())
         .shutdown_on_signal()
         .run(reconcile, error_policy, context)
         .for_each(|result| async move {

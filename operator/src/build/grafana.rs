@@ -194,8 +194,10 @@ pub fn service(p: &StreamPipeline) -> Service {
     Service {
         metadata: metadata(p, name(p)),
         spec: Some(ServiceSpec {
+            type_: p.spec.grafana.node_port.map(|_| "NodePort".to_string()),
             selector: Some(labels(p, COMPONENT)),
             ports: Some(vec![ServicePort {
+                node_port: p.spec.grafana.node_port,
                 name: Some("http".into()),
                 protocol: Some("TCP".into()),
                 port: PORT,
@@ -228,6 +230,14 @@ mod tests {
         let dashboard: serde_json::Value = serde_json::from_str(&data["pipeline.json"]).unwrap();
         let query = dashboard["panels"][0]["targets"][0]["query"].as_str().unwrap();
         assert!(query.contains(r#""quantity" =~ /^(vaPower_.*)$/"#), "{query}");
+    }
+
+    #[test]
+    fn a_node_port_exposes_grafana_outside_the_cluster() {
+        assert_eq!(service(&pipeline("{enabled: true}")).spec.unwrap().type_, None);
+        let outside = service(&pipeline("{enabled: true, nodePort: 30300}")).spec.unwrap();
+        assert_eq!(outside.type_.as_deref(), Some("NodePort"));
+        assert_eq!(outside.ports.unwrap()[0].node_port, Some(30300));
     }
 
     #[test]

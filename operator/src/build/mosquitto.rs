@@ -148,8 +148,10 @@ pub fn service(p: &StreamPipeline) -> Service {
     Service {
         metadata: metadata(p, name(p)),
         spec: Some(ServiceSpec {
+            type_: p.spec.mosquitto.node_port.map(|_| "NodePort".to_string()),
             selector: Some(labels(p, COMPONENT)),
             ports: Some(vec![ServicePort {
+                node_port: p.spec.mosquitto.node_port,
                 name: Some("mqtt".into()),
                 protocol: Some("TCP".into()),
                 port: MQTT_PORT,
@@ -194,6 +196,15 @@ mod tests {
         let c = &spec.template.spec.unwrap().containers[0];
         assert_eq!(c.security_context.as_ref().unwrap().run_as_non_root, Some(true));
         assert_eq!(service(&pipeline("{managed: true}")).spec.unwrap().ports.unwrap()[0].port, 1883);
+    }
+
+    #[test]
+    fn a_node_port_exposes_the_broker_outside_the_cluster() {
+        let inside = service(&pipeline("{managed: true}")).spec.unwrap();
+        assert_eq!((inside.type_, inside.ports.unwrap()[0].node_port), (None, None));
+        let outside = service(&pipeline("{managed: true, nodePort: 31883}")).spec.unwrap();
+        assert_eq!(outside.type_.as_deref(), Some("NodePort"));
+        assert_eq!(outside.ports.unwrap()[0].node_port, Some(31883));
     }
 
     #[test]
