@@ -249,6 +249,9 @@ async fn the_installed_charts_rbac_is_enough_for_the_operator_and_no_more() {
         Api::<Deployment>::namespaced(admin.clone(), &granted).get(child).await.unwrap();
     }
 
+    let events = Api::<k8s_openapi::api::events::v1::Event>::namespaced(admin.clone(), &granted).list(&Default::default()).await.unwrap().items;
+    assert!(events.iter().any(|e| e.reporting_controller.as_deref() == Some("millrace-operator")), "the operator may publish Events: {events:?}");
+
     // Elsewhere: everything but the Secret, and a condition that says why.
     let elsewhere: Api<StreamPipeline> = Api::namespaced(admin.clone(), &other);
     elsewhere.create(&PostParams::default(), &pipeline("line-2", &broker.bootstrap_servers())).await.unwrap();
