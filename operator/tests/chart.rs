@@ -190,10 +190,7 @@ fn pipeline(name: &str, servers: &str) -> StreamPipeline {
     let mut spec = fixtures::example(name);
     spec["spec"]["mosquitto"] = serde_json::json!({"managed": true, "persistenceSize": "1Gi"});
     spec["spec"]["grafana"] = serde_json::json!({"enabled": true});
-    spec["spec"]["pipeline"]["kafka"] = serde_json::json!({
-        "bootstrapServers": servers,
-        "topics": {"raw": {"name": unique_name("raw")}, "joined": {"name": unique_name("joined")}, "deadLetter": {"name": unique_name("dead")}}
-    });
+    fixtures::on_broker(&mut spec, &servers);
     serde_json::from_value(spec).unwrap()
 }
 

@@ -187,10 +187,7 @@ async fn a_managed_broker_comes_and_goes_with_the_spec() {
     let controller = tokio::spawn(millrace_operator::reconcile::run(client.clone()));
     let mut spec = example("line-2");
     spec["spec"]["mosquitto"] = serde_json::json!({"managed": true});
-    spec["spec"]["pipeline"]["kafka"] = serde_json::json!({
-        "bootstrapServers": broker.bootstrap_servers(),
-        "topics": {"raw": {"name": unique_name("raw")}, "joined": {"name": unique_name("joined")}, "deadLetter": {"name": unique_name("dead")}}
-    });
+    fixtures::on_broker(&mut spec, &broker.bootstrap_servers());
     let pipelines: Api<StreamPipeline> = Api::namespaced(client.clone(), &ns);
     pipelines.create(&PostParams::default(), &serde_json::from_value(spec).unwrap()).await.unwrap();
     let p = wait_for(&pipelines, "line-2", "BrokerReady", |p| condition(p, "BrokerReady").is_some()).await;
@@ -220,10 +217,7 @@ async fn grafana_is_provisioned_with_a_generated_admin_secret_and_removed_when_d
     let controller = tokio::spawn(millrace_operator::reconcile::run(client.clone()));
     let mut spec = example("line-3");
     spec["spec"]["grafana"] = serde_json::json!({"enabled": true});
-    spec["spec"]["pipeline"]["kafka"] = serde_json::json!({
-        "bootstrapServers": broker.bootstrap_servers(),
-        "topics": {"raw": {"name": unique_name("raw")}, "joined": {"name": unique_name("joined")}, "deadLetter": {"name": unique_name("dead")}}
-    });
+    fixtures::on_broker(&mut spec, &broker.bootstrap_servers());
     let pipelines: Api<StreamPipeline> = Api::namespaced(client.clone(), &ns);
     pipelines.create(&PostParams::default(), &serde_json::from_value(spec).unwrap()).await.unwrap();
     let p = wait_for(&pipelines, "line-3", "GrafanaReady", |p| condition(p, "GrafanaReady").is_some()).await;
@@ -256,10 +250,7 @@ async fn an_unreachable_broker_is_reported_and_recovers() {
     let controller = tokio::spawn(millrace_operator::reconcile::run(client.clone()));
     broker.stop();
     let mut spec = example("line-4");
-    spec["spec"]["pipeline"]["kafka"] = serde_json::json!({
-        "bootstrapServers": broker.bootstrap_servers(),
-        "topics": {"raw": {"name": unique_name("raw")}, "joined": {"name": unique_name("joined")}, "deadLetter": {"name": unique_name("dead")}}
-    });
+    fixtures::on_broker(&mut spec, &broker.bootstrap_servers());
     let pipelines: Api<StreamPipeline> = Api::namespaced(client.clone(), &ns);
     pipelines.create(&PostParams::default(), &serde_json::from_value(spec).unwrap()).await.unwrap();
     let p = wait_for(&pipelines, "line-4", "TopicsReady", |p| condition(p, "TopicsReady").is_some()).await;
