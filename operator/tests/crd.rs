@@ -105,11 +105,22 @@ async fn the_built_worker_objects_are_accepted_by_the_api_server() {
 }
 
 #[tokio::test]
-async fn the_example_pipeline_is_valid() {
+async fn the_example_pipelines_are_valid() {
     let kube = require!(KubeApi::shared());
     let client = install_crd(kube).await;
     let ns = kube.create_namespace(&unique_name("ex")).await.unwrap();
-    let example: StreamPipeline = serde_yaml::from_str(include_str!("../../examples/streampipeline.yaml")).unwrap();
-    millrace_operator::reconcile::validate(&example).unwrap();
-    Api::<StreamPipeline>::namespaced(client, &ns).create(&PostParams::default(), &example).await.unwrap();
+    // The README's first pipeline, and the kind end-to-end test's.
+    for (i, (file, yaml)) in [
+        ("examples/streampipeline.yaml", include_str!("../../examples/streampipeline.yaml")),
+        ("scripts/kind/pipeline.yaml", include_str!("../../scripts/kind/pipeline.yaml")),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut example: StreamPipeline = serde_yaml::from_str(yaml).unwrap_or_else(|e| panic!("{file}: {e}"));
+        millrace_operator::reconcile::validate(&example).unwrap_or_else(|e| panic!("{file}: {e}"));
+        example.metadata.namespace = None;
+        example.metadata.name = Some(format!("example-{i}"));
+        Api::<StreamPipeline>::namespaced(client.clone(), &ns).create(&PostParams::default(), &example).await.unwrap_or_else(|e| panic!("{file}: {e}"));
+    }
 }

@@ -1,0 +1,311 @@
+#!/usr/bin/env bash
+# The end-to-end test on a local kind cluster: the real images, the Helm
+# chart, a StreamPipeline, machine data over MQTT from this computer, joined
+# points in InfluxDB, a working Grafana datasource, and cleanup on deletion.
+#
+#   bash scripts/kind-e2e.sh              (scripts/test.sh runs it last)
+#   KEEP_CLUSTER=1 bash scripts/kind-e2e.sh   keep the cluster afterwards
+#
+# Needs docker (with a reachable engine), kind, kubectl, helm and curl; cargo
+# too for publishing from this computer (without it, data is published from
+# a Pod inside the cluster). Without docker, kind or a running Docker engine
+# it says it was skipped, and why, and exits 0 (also in CI: these machines
+# have no Docker engine). A missing kubectl, helm or curl is a skip too,
+# except with CI=true, where it fails.
+#
+# Steps: a fresh kind cluster `millrace-e2e` (kind-config.yaml: host port
+# 1883 -> the managed Mosquitto's NodePort 31883, 3000 -> Grafana's 30300;
+# an existing cluster of that name is deleted first); both images built
+# (docker/*.Dockerfile) and loaded into kind; single-node Kafka (KRaft) and
+# InfluxDB 1.8 in namespace millrace-e2e (scripts/kind/); the chart
+# installed in millrace-system; scripts/kind/pipeline.yaml applied and
+# awaited Ready; machine messages published to localhost:1883
+# (../shared/data/test_events.jsonl, or generated machines); joined points
+# (derivedPower_*) awaited in InfluxDB; Grafana's provisioned datasource
+# checked through its API on localhost:3000; the pipeline deleted and its
+# Deployments, Services, ConfigMaps, Secrets, Pods and Kafka topics
+# (deletionPolicy: Delete) awaited gone.
+#
+# The last line says what happened: `kind-e2e: passed`, `kind-e2e: skipped:
+# <why>` or `kind-e2e: failed: <why>` (exit status 1).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+skip() {
+  echo "kind-e2e: skipped: $*"
+  exit 0
+}
+
+# --- can it run here? -----------------------------------------------------------
+command -v docker >/dev/null 2>&1 || skip "docker not found"
+command -v kind >/dev/null 2>&1 || skip "kind not found"
+docker_info() { if command -v timeout >/dev/null 2>&1; then timeout 30 docker info; else docker info; fi; }
+if ! docker_err=$(docker_info 2>&1 >/dev/null); then
+  why=$(printf '%s\n' "$docker_err" | grep -m1 -v '^[[:space:]]*$' | sed 's/^[[:space:]]*//' || true)
+  skip "the Docker engine is not reachable ('docker info' failed${why:+: $why})"
+fi
+
+# helm and kubectl come from scripts/deps.sh (cached under ~/.cache/millrace).
+if [ -f scripts/env.sh ]; then
+  # shellcheck source=scripts/env.sh
+  source scripts/env.sh
+fi
+for tool in kubectl helm curl; do
+  if ! command -v "$tool" >/dev/null 2>&1; then
+    if [ "${CI:-}" = true ]; then
+      echo "kind-e2e: failed: $tool not found (scripts/deps.sh installs kubectl and helm)"
+      exit 1
+    fi
+    skip "$tool not found (scripts/deps.sh installs kubectl and helm)"
+  fi
+done
+
+# --- settings -------------------------------------------------------------------
+CLUSTER=millrace-e2e
+NS=millrace-e2e
+SYSTEM_NS=millrace-system
+RELEASE=millrace
+PIPELINE=line-1
+KUBECONTEXT="kind-$CLUSTER"
+JOBS="${CARGO_BUILD_JOBS:-2}"
+DATA="${MILLRACE_TEST_EVENTS:-../shared/data/test_events.jsonl}"
+# The workspace version: the images' tag, and the worker image the operator
+# uses by default (millrace/worker:<version>).
+VERSION=$(sed -n 's/^version *= *"\([^"]*\)".*/\1/p' Cargo.toml | head -n1)
+[ -n "$VERSION" ] || { echo "kind-e2e: failed: no version in Cargo.toml"; exit 1; }
+WORKER_IMAGE="millrace/worker:$VERSION"
+OPERATOR_IMAGE="millrace/operator:$VERSION"
+
+log() { printf '[kind-e2e] %s\n' "$*" >&2; }
+k() { kubectl --context "$KUBECONTEXT" "$@"; }
+kafka_topics() { k -n "$NS" exec deploy/kafka -- /opt/kafka/bin/kafka-topics.sh --bootstrap-server localhost:9092 "$@"; }
+
+# What a person needs to see when it fails.
+diagnostics() {
+  k get nodes -o wide || true
+  k get pods -A -o wide || true
+  k -n "$NS" get streampipelines -o yaml || true
+  k -n "$NS" get events --sort-by=.lastTimestamp | tail -n 40 || true
+  local pod ns
+  for ns in "$SYSTEM_NS" "$NS"; do
+    for pod in $(k -n "$ns" get pods -o name 2>/dev/null); do
+      echo "--- logs of $ns/$pod (last 60 lines)"
+      k -n "$ns" logs "$pod" --all-containers --tail=60 || true
+    done
+  done
+}
+
+# The verdict is the last line, printed on exit: after the diagnostics of a
+# failure and after the cluster is deleted.
+REASON=""   # why it failed
+PASSED=""
+CLUSTER_CREATED=""
+fail() {
+  REASON="$*"
+  exit 1
+}
+# A failing command in the main shell (or its functions) records where; set
+# -e then exits. Subshells (command substitutions) are left to their callers.
+on_err() { # status line command [caller-line function]
+  [ "$BASHPID" = "$$" ] && [ -z "$REASON" ] || return 0
+  if [ -n "${5:-}" ]; then
+    REASON="line $4 (in $5, line $2): $3 (exit status $1)"
+  else
+    REASON="line $2: $3 (exit status $1)"
+  fi
+}
+set -E
+trap 'on_err "$?" "$LINENO" "$BASH_COMMAND" "${BASH_LINENO[0]:-}" "${FUNCNAME[0]:-}"' ERR
+finish() {
+  local status=$?
+  trap - ERR
+  set +e
+  if [ "$status" -ne 0 ] || [ -z "$PASSED" ]; then
+    [ -n "$CLUSTER_CREATED" ] && diagnostics >&2
+  fi
+  if [ -n "$CLUSTER_CREATED" ]; then
+    if [ "${KEEP_CLUSTER:-0}" = 1 ]; then
+      log "keeping the cluster (KEEP_CLUSTER=1): kubectl --context $KUBECONTEXT ...; remove it with: kind delete cluster --name $CLUSTER"
+    else
+      log "deleting the cluster $CLUSTER"
+      kind delete cluster --name "$CLUSTER" >/dev/null 2>&1
+    fi
+  fi
+  if [ "$status" -eq 0 ] && [ -n "$PASSED" ]; then
+    echo "kind-e2e: passed"
+  else
+    echo "kind-e2e: failed: ${REASON:-exit status $status}"
+    [ "$status" -ne 0 ] || status=1
+  fi
+  exit "$status"
+}
+trap finish EXIT
+trap 'REASON="interrupted"; exit 130' INT TERM
+
+# Polls CMD... every 3 s until it succeeds; fails after MAX seconds.
+wait_for() {
+  local max=$1 what=$2
+  shift 2
+  local deadline=$((SECONDS + max))
+  until "$@" >/dev/null 2>&1; do
+    [ "$SECONDS" -lt "$deadline" ] || fail "timed out after ${max}s waiting for $what"
+    sleep 3
+  done
+}
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# --- the cluster ------------------------------------------------------------------
+clusters=$(kind get clusters 2>/dev/null) || clusters=""
+if grep -qx "$CLUSTER" <<<"$clusters"; then
+  log "deleting the existing cluster $CLUSTER (each run starts fresh)"
+  kind delete cluster --name "$CLUSTER"
+fi
+for port in 1883 3000; do
+  ! port_open "$port" || fail "host port $port is in use; kind-config.yaml maps it into the cluster (MQTT 1883, Grafana 3000): stop what listens there"
+done
+log "creating kind cluster $CLUSTER (kind-config.yaml)"
+CLUSTER_CREATED=1
+kind create cluster --config kind-config.yaml --name "$CLUSTER" --wait 180s
+
+# --- images -----------------------------------------------------------------------
+for image in worker operator; do
+  tag="millrace/$image:$VERSION"
+  log "building $tag (docker/$image.Dockerfile)"
+  DOCKER_BUILDKIT=1 docker build -f "docker/$image.Dockerfile" --build-arg "VERSION=$VERSION" -t "$tag" .
+  log "loading $tag into kind"
+  kind load docker-image "$tag" --name "$CLUSTER"
+done
+
+# --- Kafka and InfluxDB --------------------------------------------------------------
+log "starting Kafka and InfluxDB in namespace $NS"
+k apply -f scripts/kind/namespace.yaml
+k apply -f scripts/kind/kafka.yaml -f scripts/kind/influxdb.yaml
+k -n "$NS" rollout status deploy/influxdb --timeout=300s
+k -n "$NS" rollout status deploy/kafka --timeout=300s
+wait_for 180 "the Kafka broker to answer" kafka_topics --list
+
+# --- the operator -----------------------------------------------------------------------
+[ -d charts/millrace ] || fail "charts/millrace not found"
+log "installing the chart (operator image $OPERATOR_IMAGE)"
+# rbac.secretNamespaces: the operator may create the pipeline's generated
+# Grafana admin Secret only in the namespaces listed (never cluster-wide).
+helm --kube-context "$KUBECONTEXT" install "$RELEASE" charts/millrace \
+  --namespace "$SYSTEM_NS" --create-namespace \
+  --set image.repository=millrace/operator --set "image.tag=$VERSION" --set image.pullPolicy=Never \
+  --set "rbac.secretNamespaces={$NS}" \
+  --wait --timeout 5m
+k wait --for=condition=Established crd/streampipelines.millrace.io --timeout=60s
+
+# --- the pipeline -----------------------------------------------------------------------
+log "applying scripts/kind/pipeline.yaml (workers $WORKER_IMAGE)"
+k apply -f scripts/kind/pipeline.yaml
+if ! k -n "$NS" wait --for=condition=Ready "streampipeline/$PIPELINE" --timeout=300s; then
+  fail "streampipeline/$PIPELINE did not become Ready within 300s"
+fi
+k -n "$NS" get streampipeline "$PIPELINE" -o wide
+image=$(k -n "$NS" get deploy "$PIPELINE-ingest" -o jsonpath='{.spec.template.spec.containers[0].image}')
+[ "$image" = "$WORKER_IMAGE" ] || fail "the ingest Deployment runs $image, not $WORKER_IMAGE"
+
+# --- machine data over MQTT -----------------------------------------------------------------
+if command -v cargo >/dev/null 2>&1; then
+  log "building the worker on this computer for the simulator"
+  cargo build --release -j "$JOBS" -p millrace-worker
+  WORKER=target/release/millrace-worker
+  wait_for 120 "localhost:1883 (the managed Mosquitto's NodePort)" port_open 1883
+  publish() {
+    if [ -f "$DATA" ]; then
+      log "publishing $DATA to mqtt://127.0.0.1:1883"
+      "$WORKER" simulate --url mqtt://127.0.0.1:1883 --file "$DATA" --retime --rate 1000
+    else
+      log "publishing generated machines to mqtt://127.0.0.1:1883 ($DATA not found)"
+      "$WORKER" simulate --url mqtt://127.0.0.1:1883 --machines 3 --interval 100ms --duration 15s --rate 300
+    fi
+  }
+else
+  # No Rust toolchain: publish from a Pod of the worker image, inside the
+  # cluster (the host port mapping of MQTT is then not exercised).
+  publish() {
+    log "publishing generated machines from a Pod (cargo not found on this computer)"
+    k -n "$NS" delete pod millrace-simulate --ignore-not-found --wait=true >/dev/null
+    k -n "$NS" run millrace-simulate --image="$WORKER_IMAGE" --image-pull-policy=Never --restart=Never -- \
+      simulate --url "mqtt://$PIPELINE-mosquitto:1883" --machines 3 --interval 100ms --duration 15s --rate 300
+    k -n "$NS" wait --for=jsonpath='{.status.phase}'=Succeeded pod/millrace-simulate --timeout=120s
+  }
+fi
+
+influx_count() {
+  # $1: an InfluxQL regex on the quantity tag. Prints the number of points.
+  k -n "$NS" exec deploy/influxdb -- influx -database millrace -format csv \
+    -execute "SELECT count(\"result\") FROM \"machine\" WHERE \"quantity\" =~ /$1/" 2>/dev/null |
+    awk -F, 'NR == 2 { print $3 }'
+}
+
+publish || log "publishing failed; trying again later"
+log "waiting for joined points (derivedPower_*) in InfluxDB"
+deadline=$((SECONDS + 180))
+next_publish=$((SECONDS + 60))
+joined=0
+while :; do
+  joined=$(influx_count '^derivedPower_' || true)
+  joined=${joined:-0}
+  [ "$joined" -gt 0 ] 2>/dev/null && break
+  if [ $SECONDS -ge $deadline ]; then
+    raw=$(influx_count '^(actSpeed|vaTorque)_' || true)
+    fail "no joined points in InfluxDB after 180s (raw speed/torque points: ${raw:-0})"
+  fi
+  # The ingest worker may have subscribed only after the first messages.
+  if [ $SECONDS -ge $next_publish ]; then
+    publish || log "publishing failed; trying again later"
+    next_publish=$((SECONDS + 60))
+  fi
+  sleep 5
+done
+raw=$(influx_count '^(actSpeed|vaTorque)_' || true)
+log "InfluxDB: $joined joined points (derivedPower_*), ${raw:-0} raw speed/torque points"
+
+# --- Grafana ------------------------------------------------------------------------------
+secret="$PIPELINE-grafana-admin"
+gf_user=$(k -n "$NS" get secret "$secret" -o jsonpath='{.data.admin-user}' | base64 -d)
+gf_password=$(k -n "$NS" get secret "$secret" -o jsonpath='{.data.admin-password}' | base64 -d)
+[ -n "$gf_password" ] || fail "no admin-password in Secret $secret"
+grafana() { curl -fsS --max-time 20 -u "$gf_user:$gf_password" "http://127.0.0.1:3000$1"; }
+wait_for 120 "Grafana on localhost:3000 (NodePort 30300)" grafana /api/health
+datasources=$(grafana /api/datasources) || fail "GET /api/datasources failed"
+grep -q '"uid":"millrace-influxdb"' <<<"$datasources" || fail "no datasource millrace-influxdb in Grafana: $datasources"
+grep -q '"url":"http://influxdb.millrace-e2e.svc:8086"' <<<"$datasources" || fail "the datasource does not point at the pipeline's InfluxDB: $datasources"
+health=$(grafana /api/datasources/uid/millrace-influxdb/health) || fail "the datasource health check failed: $health"
+grep -q '"status":"OK"' <<<"$health" || fail "the datasource is not healthy: $health"
+log "Grafana datasource millrace-influxdb: $health"
+grafana "/api/dashboards/uid/millrace-$PIPELINE" >/dev/null || fail "no provisioned dashboard millrace-$PIPELINE in Grafana"
+
+# --- deletion and cleanup -------------------------------------------------------------------
+topics=$(kafka_topics --list)
+for t in "$PIPELINE.raw" "$PIPELINE.joined" "$PIPELINE.dead-letter"; do
+  grep -qx "$t" <<<"$topics" || fail "topic $t not found in Kafka before deletion: $topics"
+done
+log "deleting streampipeline/$PIPELINE (deletionPolicy: Delete)"
+if ! k -n "$NS" delete streampipeline "$PIPELINE" --timeout=180s; then
+  fail "streampipeline/$PIPELINE was not deleted within 180s (its finalizer deletes the topics first)"
+fi
+children() {
+  k -n "$NS" get deployments,services,configmaps,secrets,pods,persistentvolumeclaims \
+    -l "app.kubernetes.io/instance=$PIPELINE,app.kubernetes.io/name=millrace" -o name
+}
+deadline=$((SECONDS + 180))
+while :; do
+  left=$(children) || left="(kubectl get failed)"
+  [ -n "$left" ] || break
+  [ "$SECONDS" -lt "$deadline" ] || fail "objects of the deleted pipeline still there after 180s: $(tr '\n' ' ' <<<"$left")"
+  sleep 3
+done
+no_pipeline_topics() {
+  # Captured first: grep -q closing the pipe early would fail under pipefail.
+  local list
+  list=$(kafka_topics --list) || return 1
+  ! grep -q "^$PIPELINE\\." <<<"$list"
+}
+wait_for 120 "the pipeline's Kafka topics to be deleted" no_pipeline_topics
+log "worker Deployments, Mosquitto, Grafana and the Kafka topics are gone"
+
+PASSED=1
