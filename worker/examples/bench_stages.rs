@@ -61,7 +61,8 @@ async fn bench_ingest(messages: u64) -> anyhow::Result<()> {
             url: mqtt.url(),
             topic: "machines/{thing}".into(),
             qos: 1,
-            rate: 0,
+            // 0: as fast as the publisher can; BENCH_RATE paces it.
+            rate: std::env::var("BENCH_RATE").ok().and_then(|v| v.parse().ok()).unwrap_or(0),
             count: Some(messages),
             duration: None,
             repeat: false,
@@ -73,7 +74,16 @@ async fn bench_ingest(messages: u64) -> anyhow::Result<()> {
     .await?;
     // Done when every message's records were accepted by Kafka (ingest acks
     // MQTT only then; records_out counts records handed to the producer).
-    while counter(&health, "millrace_records_in_total{stage=\"ingest\"}") < messages as f64 {
+    let (mut seen, mut since) = (0.0, Instant::now());
+    loop {
+        let now = counter(&health, "millrace_records_in_total{stage=\"ingest\"}");
+        if now >= messages as f64 {
+            break;
+        }
+        if now > seen {
+            (seen, since) = (now, Instant::now());
+        }
+        anyhow::ensure!(since.elapsed() < Duration::from_secs(20), "ingest stalled: {now} of {messages} messages arrived, none for 20 s");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     use rdkafka::producer::Producer;
@@ -199,11 +209,20 @@ fn bench_join(records: usize) -> anyhow::Result<()> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let join_records: usize = std::env::var("BENCH_JOIN_RECORDS").ok().and_then(|v| v.parse().ok()).unwrap_or(300_000);
-    tokio::task::spawn_blocking(move || bench_join(join_records)).await??;
-    let messages: u64 = std::env::var("BENCH_MESSAGES").ok().and_then(|v| v.parse().ok()).unwrap_or(100_000);
-    let points: usize = std::env::var("BENCH_POINTS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
-    bench_export(points).await?;
-    bench_ingest(messages).await?;
+    // BENCH_STAGES=ingest (or any of join,export,ingest) runs only those.
+    let stages = std::env::var("BENCH_STAGES").unwrap_or_else(|_| "join,export,ingest".into());
+    let wanted = |stage: &str| stages.split(',').any(|s| s.trim() == stage);
+    if wanted("join") {
+        let join_records: usize = std::env::var("BENCH_JOIN_RECORDS").ok().and_then(|v| v.parse().ok()).unwrap_or(300_000);
+        tokio::task::spawn_blocking(move || bench_join(join_records)).await??;
+    }
+    if wanted("export") {
+        let points: usize = std::env::var("BENCH_POINTS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
+        bench_export(points).await?;
+    }
+    if wanted("ingest") {
+        let messages: u64 = std::env::var("BENCH_MESSAGES").ok().and_then(|v| v.parse().ok()).unwrap_or(100_000);
+        bench_ingest(messages).await?;
+    }
     Ok(())
 }

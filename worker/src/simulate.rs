@@ -92,6 +92,18 @@ pub fn generate_message(format: &PayloadFormat, m: usize, n: u64, time_ms: i64) 
 
 /// Publishes until the source, `count` or `duration` ends, then waits for
 /// the broker to acknowledge everything (QoS 1 and 2).
+/// How far ahead of its schedule the publisher runs before it sleeps.
+const PACING_SLACK: Duration = Duration::from_millis(5);
+
+/// A publish failed because the connection ended: say why it ended, not
+/// that a request could not be queued.
+async fn connection_failure(connection: &mut tokio::task::JoinHandle<anyhow::Result<()>>, publish_error: rumqttc::ClientError) -> anyhow::Error {
+    match tokio::time::timeout(Duration::from_secs(5), connection).await {
+        Ok(Ok(Err(cause))) => cause.context("publishing stopped"),
+        _ => anyhow::anyhow!("cannot publish: {publish_error}"),
+    }
+}
+
 pub async fn run(source: Source, options: Options) -> anyhow::Result<Summary> {
     let (host, port) = crate::ingest::broker_address(&options.url).map_err(anyhow::Error::msg)?;
     let mut mqtt = MqttOptions::new(format!("millrace-simulate-{:08x}", rand::random::<u32>()), host, port);
@@ -100,9 +112,14 @@ pub async fn run(source: Source, options: Options) -> anyhow::Result<Summary> {
         mqtt.set_credentials(c.username, c.password);
     }
     let (client, mut events) = AsyncClient::new(mqtt, 10_000);
+    // A broker under load stops reading for seconds at a time (TCP
+    // back-pressure); rumqttc's default 5 s write timeout would end the run.
+    let mut network = rumqttc::NetworkOptions::new();
+    network.set_connection_timeout(60);
+    events.set_network_options(network);
     let qos = crate::ingest::qos(options.qos);
     let (acked_tx, acked_rx) = tokio::sync::watch::channel(0u64);
-    let connection = tokio::spawn(async move {
+    let mut connection = tokio::spawn(async move {
         let mut acked = 0u64;
         loop {
             match events.poll().await {
@@ -157,14 +174,19 @@ pub async fn run(source: Source, options: Options) -> anyhow::Result<Summary> {
     while published < limit && options.duration.is_none_or(|d| start.elapsed() < d) {
         if options.rate > 0 {
             // Pace: never ahead of where the rate says we should be.
+            // Sleep only when a few milliseconds ahead: timers are as coarse
+            // as a millisecond, so a sleep per message would cap the rate
+            // near 1,000 per second.
             let due = Duration::from_secs_f64(published as f64 / options.rate as f64);
-            if let Some(wait) = due.checked_sub(start.elapsed()) {
+            if let Some(wait) = due.checked_sub(start.elapsed()).filter(|w| *w >= PACING_SLACK) {
                 tokio::time::sleep(wait).await;
             }
         }
         if let Source::Verbatim { .. } = &source {
             let line = &verbatim[(published % verbatim.len() as u64) as usize];
-            client.publish(options.topic.replace("{thing}", "verbatim"), qos, false, line.clone()).await?;
+            if let Err(e) = client.publish(options.topic.replace("{thing}", "verbatim"), qos, false, line.clone()).await {
+                return Err(connection_failure(&mut connection, e).await);
+            }
             published += 1;
             continue;
         }
@@ -190,7 +212,9 @@ pub async fn run(source: Source, options: Options) -> anyhow::Result<Summary> {
         let thing = message.get(&options.format.thing_field).and_then(Value::as_str).unwrap_or("unknown").to_string();
         buf.clear();
         serde_json::to_writer(&mut buf, &message)?;
-        client.publish(options.topic.replace("{thing}", &thing), qos, false, buf.clone()).await?;
+        if let Err(e) = client.publish(options.topic.replace("{thing}", &thing), qos, false, buf.clone()).await {
+            return Err(connection_failure(&mut connection, e).await);
+        }
         published += 1;
         if let Some(bar) = &bar {
             if published % 256 == 0 {
@@ -200,9 +224,19 @@ pub async fn run(source: Source, options: Options) -> anyhow::Result<Summary> {
     }
     if qos != QoS::AtMostOnce {
         let mut acked = acked_rx;
-        let done = tokio::time::timeout(Duration::from_secs(60), acked.wait_for(|n| *n >= published)).await.is_ok();
-        if !done {
-            anyhow::bail!("the broker acknowledged {} of {published} messages within 60 s", *acked.borrow());
+        let waited = tokio::time::timeout(Duration::from_secs(60), acked.wait_for(|n| *n >= published)).await.map(|r| r.is_ok());
+        let count = *acked.borrow();
+        match waited {
+            Ok(true) => {}
+            // The connection ended before every acknowledgement came.
+            Ok(false) => {
+                let cause = match (&mut connection).await {
+                    Ok(Err(e)) => e,
+                    _ => anyhow::anyhow!("the connection closed"),
+                };
+                return Err(cause.context(format!("the broker acknowledged {count} of {published} messages")));
+            }
+            Err(_) => anyhow::bail!("the broker acknowledged {count} of {published} messages within 60 s"),
         }
     }
     let elapsed = start.elapsed();
