@@ -92,8 +92,9 @@ async fn bench_ingest(messages: u64) -> anyhow::Result<()> {
     shutdown.cancel();
     task.await??;
     let records = counter(&health, "millrace_records_out_total{stage=\"ingest\"}");
+    let dropped = counter(&health, "millrace_errors_total{stage=\"ingest\",kind=\"mqtt_ack_dropped\"}");
     println!(
-        "ingest: {messages} wide messages ({records} narrow records) MQTT -> Kafka in {:.2} s: {:.0} messages/s, {:.0} records/s (publisher alone: {summary})",
+        "ingest: {messages} wide messages ({records} narrow records) MQTT -> Kafka in {:.2} s: {:.0} messages/s, {:.0} records/s, {dropped} acknowledgements dropped (publisher alone: {summary})",
         elapsed.as_secs_f64(),
         messages as f64 / elapsed.as_secs_f64(),
         records / elapsed.as_secs_f64()
