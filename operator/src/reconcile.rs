@@ -240,17 +240,17 @@ async fn publish_transitions(
 async fn reconcile_broker(p: &StreamPipeline, client: &Client, namespace: &str) -> Result<Observation, Error> {
     use crate::build::mosquitto;
     let name = mosquitto::name(p);
+    // The claim goes when persistence or the whole broker is dropped.
+    match mosquitto::data_claim(p).filter(|_| p.spec.mosquitto.managed) {
+        Some(claim) => drop(apply(client, namespace, &claim).await?),
+        None => delete_if_owned::<PersistentVolumeClaim>(client, namespace, &mosquitto::data_claim_name(p), p).await?,
+    }
     if !p.spec.mosquitto.managed {
         // Dropped from the spec: remove what an earlier spec made.
         delete_if_owned::<Deployment>(client, namespace, &name, p).await?;
         delete_if_owned::<Service>(client, namespace, &name, p).await?;
         delete_if_owned::<ConfigMap>(client, namespace, &name, p).await?;
-        delete_if_owned::<PersistentVolumeClaim>(client, namespace, &mosquitto::data_claim_name(p), p).await?;
         return Ok(Observation::new(conditions::BROKER_READY, true, "External", format!("using the MQTT broker at {}", p.spec.pipeline.mqtt.url)));
-    }
-    match mosquitto::data_claim(p) {
-        Some(claim) => drop(apply(client, namespace, &claim).await?),
-        None => delete_if_owned::<PersistentVolumeClaim>(client, namespace, &mosquitto::data_claim_name(p), p).await?,
     }
     apply(client, namespace, &mosquitto::config_map(p)).await?;
     apply(client, namespace, &mosquitto::service(p)).await?;
@@ -305,17 +305,16 @@ async fn reconcile_grafana(p: &StreamPipeline, client: &Client, namespace: &str)
     if p.spec.grafana.admin_secret.is_none() {
         let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
         let secret_name = grafana::admin_secret_name(p);
-        let made = match secrets.get_opt(&secret_name).await {
-            Ok(Some(_)) => Ok(()),
-            Ok(None) => {
+        let made = async {
+            if secrets.get_opt(&secret_name).await?.is_none() {
                 // Made once and never rewritten: the password stays what it was.
                 use rand::distr::{Alphanumeric, SampleString};
                 let password = Alphanumeric.sample_string(&mut rand::rng(), 24);
-                secrets.create(&Default::default(), &grafana::generated_admin_secret(p, &password)).await.map(drop)
+                secrets.create(&Default::default(), &grafana::generated_admin_secret(p, &password)).await?;
             }
-            Err(e) => Err(e),
+            Ok::<(), kube::Error>(())
         };
-        match made {
+        match made.await {
             Ok(()) => {}
             // Least privilege: the operator may write Secrets only where it was granted.
             Err(e) if is_forbidden(&e) => {
@@ -374,8 +373,9 @@ fn pipeline_key(p: &StreamPipeline) -> String {
 }
 
 pub fn error_policy(p: Arc<StreamPipeline>, error: &Error, ctx: Arc<Context>) -> Action {
-    let wait = ctx.backoff.failed(&pipeline_key(&p));
-    tracing::warn!(pipeline = %pipeline_key(&p), %error, retry_in_s = wait.as_secs(), "reconcile failed");
+    let key = pipeline_key(&p);
+    let wait = ctx.backoff.failed(&key);
+    tracing::warn!(pipeline = %key, %error, retry_in_s = wait.as_secs(), "reconcile failed");
     Action::requeue(wait)
 }
 

@@ -13,6 +13,11 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use crate::process::{free_port, new_dir, on_keeper_thread, port_open, Server};
 use crate::{find_binary, StartError};
 
+async fn config_from(kubeconfig: &Path) -> anyhow::Result<kube::Config> {
+    let kc = Kubeconfig::read_from(kubeconfig)?;
+    Ok(kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await?)
+}
+
 /// The method and path of each request a recording client sent.
 #[derive(Clone, Default)]
 pub struct RequestLog(std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>);
@@ -162,16 +167,13 @@ impl KubeApi {
 
     /// A client from any kubeconfig file (e.g. one from [`Self::kubeconfig_for_token`]).
     pub async fn client_from(kubeconfig: &Path) -> anyhow::Result<kube::Client> {
-        let kc = Kubeconfig::read_from(kubeconfig)?;
-        let config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await?;
-        Ok(kube::Client::try_from(config)?)
+        Ok(kube::Client::try_from(config_from(kubeconfig).await?)?)
     }
 
     /// An admin client that records every request it sends, for tests of
     /// what a controller writes (and does not).
     pub async fn recording_client(&self) -> anyhow::Result<(kube::Client, RequestLog)> {
-        let kc = Kubeconfig::read_from(&self.kubeconfig)?;
-        let config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await?;
+        let config = config_from(&self.kubeconfig).await?;
         let log = RequestLog::default();
         let sink = log.clone();
         let layer = tower::util::MapRequestLayer::new(move |request: http::Request<kube::client::Body>| {

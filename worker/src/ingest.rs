@@ -137,7 +137,7 @@ pub async fn run(
 
     let mut pending: FuturesOrdered<futures::future::BoxFuture<'static, (Publish, Result<(), String>)>> = FuturesOrdered::new();
     let mut reconnect_backoff = Duration::from_millis(100);
-    let mut acks_dropped = 1u64;
+    let mut acks_dropped = 0u64;
     let mut failure: Option<String> = None;
     loop {
         tokio::select! {
@@ -155,10 +155,11 @@ pub async fn run(
                     // broker keeps the message in flight and redelivers it
                     // after a reconnect. Counted and logged, never silent.
                     metrics.error("mqtt_ack_dropped");
+                    acks_dropped += 1;
+                    // Logged at the 1st, 2nd, 4th, 8th, ... drop: visible, not a flood.
                     if acks_dropped.is_power_of_two() {
                         tracing::warn!(dropped = acks_dropped, "MQTT acknowledgements dropped: the broker sends faster than they can be written; those messages stay in flight at the broker");
                     }
-                    acks_dropped += 1;
                 }
             }
             event = events.poll(), if pending.len() < MAX_IN_FLIGHT => match event {

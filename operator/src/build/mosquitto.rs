@@ -85,14 +85,15 @@ pub fn deployment(p: &StreamPipeline) -> Deployment {
     ];
     let mut volumes = vec![
         Volume { name: "config".into(), config_map: Some(ConfigMapVolumeSource { name: name(p), ..Default::default() }), ..Default::default() },
-        match data_claim(p) {
-            Some(_) => Volume {
+        if m.persistence_size.is_some() {
+            Volume {
                 name: "data".into(),
                 persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource { claim_name: data_claim_name(p), ..Default::default() }),
                 ..Default::default()
-            },
+            }
+        } else {
             // Without persistence the broker still needs a writable place.
-            None => Volume { name: "data".into(), empty_dir: Some(EmptyDirVolumeSource::default()), ..Default::default() },
+            Volume { name: "data".into(), empty_dir: Some(EmptyDirVolumeSource::default()), ..Default::default() }
         },
     ];
     if let Some(secret) = &m.auth_secret {
