@@ -66,7 +66,7 @@ RUST_LOG=warn "$WORKER" run --config "$OUT/pipeline.yaml" --metrics-addr "127.0.
 for _ in $(seq 150); do curl -sf "http://127.0.0.1:$METRICS_PORT/readyz" >/dev/null && break; sleep 0.2; done
 curl -sf "http://127.0.0.1:$METRICS_PORT/readyz" >/dev/null || { echo "the worker did not get ready; see $OUT/worker.log" >&2; exit 1; }
 
-DATA=../shared/data/test_events.jsonl
+DATA=examples/test_events.jsonl
 if [ -f "$DATA" ]; then
   say "Replaying $DATA (5,000 recorded machine messages, re-timed to now) at 2,000 messages/s"
   "$WORKER" simulate --url "mqtt://127.0.0.1:$MQTT_PORT" --file "$DATA" --retime --rate 2000

@@ -20,7 +20,7 @@
 # InfluxDB 1.8 in namespace millrace-e2e (scripts/kind/); the chart
 # installed in millrace-system; scripts/kind/pipeline.yaml applied and
 # awaited Ready; machine messages published to localhost:1883
-# (../shared/data/test_events.jsonl, or generated machines); joined points
+# (examples/test_events.jsonl, or generated machines); joined points
 # (derivedPower_*) awaited in InfluxDB; Grafana's provisioned datasource
 # checked through its API on localhost:3000; the pipeline deleted and its
 # Deployments, Services, ConfigMaps, Secrets, Pods and Kafka topics
@@ -68,7 +68,7 @@ RELEASE=millrace
 PIPELINE=line-1
 KUBECONTEXT="kind-$CLUSTER"
 JOBS="${CARGO_BUILD_JOBS:-2}"
-DATA="${MILLRACE_TEST_EVENTS:-../shared/data/test_events.jsonl}"
+DATA="${MILLRACE_TEST_EVENTS:-examples/test_events.jsonl}"
 # The workspace version: the images' tag, and the worker image the operator
 # uses by default (millrace/worker:<version>).
 VERSION=$(sed -n 's/^version *= *"\([^"]*\)".*/\1/p' Cargo.toml | head -n1)

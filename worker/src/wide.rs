@@ -294,7 +294,7 @@ mod tests {
 
     #[test]
     fn every_shared_test_message_splits_cleanly() {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/data/test_events.jsonl");
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/test_events.jsonl");
         let Ok(text) = std::fs::read_to_string(path) else {
             assert!(std::env::var("CI").as_deref() != Ok("true"), "missing {path}");
             eprintln!("skipped: {path} not found");

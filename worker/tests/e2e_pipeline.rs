@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use millrace_testkit::{require, unique_name, InfluxDb, KafkaBroker, Mosquitto};
 
-const WIDE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/data/test_events.jsonl");
+const WIDE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/test_events.jsonl");
 const NARROW: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/narrow-events.jsonl");
 const WORKER: &str = env!("CARGO_BIN_EXE_millrace-worker");
 
