@@ -290,7 +290,11 @@ async fn a_resync_of_an_unchanged_pipeline_only_reads() {
     assert_eq!(topic_config(&broker.bootstrap_servers(), &raw, "retention.ms").await.as_deref(), Some("3600000"));
     let claim = Api::<PersistentVolumeClaim>::namespaced(client.clone(), &ns).get("steady-mosquitto-data").await.unwrap();
     assert_eq!(claim.spec.unwrap().resources.unwrap().requests.unwrap()["storage"].0, "1Gi");
+    // Stopped for good, with its reconciles (spawned tasks, aborted when the
+    // controller is dropped): from here only the recording client writes.
     controller.abort();
+    let _ = controller.await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
 
     let (recording, log) = kube.recording_client().await.unwrap();
     let ctx = Arc::new(Context::new(recording, Default::default()));
