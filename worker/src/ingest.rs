@@ -6,12 +6,14 @@
 //! accepted downstream, in arrival order, so a crash loses nothing: the
 //! broker redelivers what was not acknowledged. Messages in flight are
 //! bounded, which pushes back on the broker when downstream is slow.
+//! Acknowledgements are written in batches by `mqtt_ack`, not through
+//! rumqttc's request channel (which cannot keep up with a flood).
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::stream::{FuturesOrdered, StreamExt};
+use futures::FutureExt;
 use rdkafka::producer::FutureProducer;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, Publish, QoS};
 use tokio::sync::mpsc;
@@ -22,6 +24,7 @@ use crate::credentials::Credentials;
 use crate::dead_letter::{DeadLetter, DeadLetterSink};
 use crate::health::Health;
 use crate::kafka::{self, Delivery};
+use crate::mqtt_ack::{AckBatch, Connection};
 use crate::record::NarrowRecord;
 use crate::wide::Splitter;
 
@@ -41,7 +44,6 @@ pub enum RecordOutput {
 
 impl RecordOutput {
     async fn send(&self, records: Vec<NarrowRecord>) -> Delivery {
-        use futures::FutureExt;
         match self {
             RecordOutput::Kafka { producer, topic } => {
                 let mut deliveries = Vec::with_capacity(records.len());
@@ -135,35 +137,38 @@ pub async fn run(
     let qos = qos(config.mqtt.qos);
     let metrics = health.metrics.stage("ingest");
 
-    let mut pending: FuturesOrdered<futures::future::BoxFuture<'static, (Publish, Result<(), String>)>> = FuturesOrdered::new();
+    type Pending = futures::future::BoxFuture<'static, (Publish, Connection, Result<(), String>)>;
+    let mut pending: FuturesOrdered<Pending> = FuturesOrdered::new();
+    let mut connection = Connection::default();
+    let mut acks = AckBatch::default();
     let mut reconnect_backoff = Duration::from_millis(100);
-    let mut acks_dropped = 0u64;
     let mut failure: Option<String> = None;
     loop {
         tokio::select! {
             biased;
             _ = shutdown.cancelled() => break,
-            Some((publish, result)) = pending.next(), if !pending.is_empty() => {
+            Some((publish, arrived_on, result)) = pending.next(), if !pending.is_empty() => {
                 if let Err(e) = result {
                     // Not acknowledging lets the broker redeliver after restart.
                     failure = Some(e);
                     break;
                 }
-                if publish.qos != QoS::AtMostOnce && client.try_ack(&publish).is_err() {
-                    // rumqttc's request channel is full (a flood: see the
-                    // README's Known limits). The records are in Kafka; the
-                    // broker keeps the message in flight and redelivers it
-                    // after a reconnect. Counted and logged, never silent.
-                    metrics.error("mqtt_ack_dropped");
-                    acks_dropped += 1;
-                    // Logged at the 1st, 2nd, 4th, 8th, ... drop: visible, not a flood.
-                    if acks_dropped.is_power_of_two() {
-                        tracing::warn!(dropped = acks_dropped, "MQTT acknowledgements dropped: the broker sends faster than they can be written; those messages stay in flight at the broker");
+                acks.push(&publish, arrived_on, connection);
+                // Batch whatever else is ready: one flush for all of them.
+                while let Some(Some((publish, arrived_on, result))) = pending.next().now_or_never() {
+                    if let Err(e) = result {
+                        failure = Some(e);
+                        break;
                     }
+                    acks.push(&publish, arrived_on, connection);
+                }
+                if failure.is_some() {
+                    break;
                 }
             }
             event = events.poll(), if pending.len() < MAX_IN_FLIGHT => match event {
                 Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                    connection = connection.next();
                     reconnect_backoff = Duration::from_millis(100);
                     // A persistent session keeps subscriptions, but a broker
                     // that lost its state does not: subscribe every time.
@@ -188,13 +193,14 @@ pub async fn run(
                         metrics.record_out(split.records.len() as u64);
                         deliveries.push(output.send(split.records).await);
                     }
+                    let arrived_on = connection;
                     pending.push_back(Box::pin(async move {
                         for d in deliveries {
                             if let Err(e) = d.await {
-                                return (publish, Err(e));
+                                return (publish, arrived_on, Err(e));
                             }
                         }
-                        (publish, Ok(()))
+                        (publish, arrived_on, Ok(()))
                     }));
                 }
                 Ok(_) => {}
@@ -207,35 +213,48 @@ pub async fn run(
                 }
             },
         }
+        if !acks.is_empty() {
+            write_acks(&mut acks, &mut events, &metrics).await;
+        }
     }
     health.set_ready(false);
     // Graceful stop: acknowledge everything that was accepted downstream.
-    let mut acked = VecDeque::new();
     if failure.is_none() {
-        while let Some((publish, result)) = pending.next().await {
+        while let Some((publish, arrived_on, result)) = pending.next().await {
             if let Err(e) = result {
                 failure = Some(e);
                 break;
             }
-            acked.push_back(publish);
+            acks.push(&publish, arrived_on, connection);
         }
-        for p in acked.iter().filter(|p| p.qos != QoS::AtMostOnce) {
-            let _ = client.ack(p).await;
-        }
-        // Let the event loop send the acknowledgements before disconnecting.
-        let _ = client.disconnect().await;
-        let drain = async {
-            while let Ok(ev) = events.poll().await {
-                if matches!(ev, rumqttc::Event::Outgoing(rumqttc::Outgoing::Disconnect)) {
-                    break;
-                }
+    }
+    if !acks.is_empty() {
+        write_acks(&mut acks, &mut events, &metrics).await;
+    }
+    // Let the event loop send what is queued before disconnecting.
+    let _ = client.try_disconnect();
+    let drain = async {
+        while let Ok(ev) = events.poll().await {
+            if matches!(ev, rumqttc::Event::Outgoing(rumqttc::Outgoing::Disconnect)) {
+                break;
             }
-        };
-        let _ = tokio::time::timeout(Duration::from_secs(5), drain).await;
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(5), drain).await;
+    if acks.skipped_stale > 0 {
+        tracing::info!(messages = acks.skipped_stale, "acknowledgements skipped for messages of an earlier connection; the broker redelivers those");
     }
     match failure {
         Some(e) => anyhow::bail!("ingest stopped: {e}"),
         None => Ok(()),
+    }
+}
+
+async fn write_acks(acks: &mut AckBatch, events: &mut rumqttc::EventLoop, metrics: &crate::metrics::StageMetrics<'_>) {
+    if let Err(e) = acks.write(events).await {
+        // The connection is gone: those messages are redelivered on the next.
+        metrics.error("mqtt_connection");
+        tracing::warn!(error = %e, "cannot write MQTT acknowledgements; reconnecting");
     }
 }
 

@@ -16,6 +16,7 @@ pub mod credentials;
 pub mod influx;
 pub mod kafka;
 pub mod ingest;
+pub mod mqtt_ack;
 pub mod join;
 pub mod export;
 pub mod embedded;

@@ -41,6 +41,8 @@ impl Worker {
             .args(stage.map(|s| vec!["--stage", s]).unwrap_or_default())
             .args(["--metrics-addr", &format!("127.0.0.1:{port}")])
             .env("RUST_LOG", "warn")
+            // A stable MQTT client id: a restarted worker resumes its session.
+            .env("MILLRACE_INSTANCE", "e2e")
             .spawn()
             .unwrap();
         let worker = Self { child, metrics: format!("http://127.0.0.1:{port}") };
@@ -161,12 +163,20 @@ fn machine_data_arrives_in_influxdb_quantity_by_quantity() {
     let influx = require!(InfluxDb::start());
     let dir = tempfile::tempdir().unwrap();
     let db = unique_name("e2e").replace('-', "_");
-    let worker = Worker::start(&config(dir.path(), &mqtt, &influx, &db));
+    let config = config(dir.path(), &mqtt, &influx, &db);
+    let worker = Worker::start(&config);
     simulate(&mqtt, &["--file", WIDE]);
     wait_for_counts(&influx, &db, &expected());
     assert_eq!(worker.metric("millrace_records_in_total{stage=\"ingest\"}"), 5000.0);
     assert!(worker.stop().success());
     assert!(std::fs::read_to_string(dir.path().join("dead-letters.jsonl")).unwrap_or_default().is_empty());
+    // Every message was acknowledged: the broker holds none for the
+    // session, so a restarted worker (same session) receives nothing again.
+    let restarted = Worker::start(&config);
+    std::thread::sleep(Duration::from_secs(3));
+    let redelivered = restarted.metric("millrace_records_in_total{stage=\"ingest\"}");
+    assert_eq!(redelivered, 0.0, "the broker redelivered {redelivered} messages whose acknowledgement it never got");
+    assert!(restarted.stop().success());
 }
 
 #[test]
