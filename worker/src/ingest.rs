@@ -231,16 +231,16 @@ pub async fn run(
     if !acks.is_empty() {
         write_acks(&mut acks, &mut events, &metrics).await;
     }
-    // Let the event loop send what is queued before disconnecting.
+    // Disconnect, then wait until the broker closes the connection: it reads
+    // one packet per turn, so the last acknowledgements may still be unread,
+    // and closing first (a reset) would make Mosquitto drop them.
     let _ = client.try_disconnect();
-    let drain = async {
-        while let Ok(ev) = events.poll().await {
-            if matches!(ev, rumqttc::Event::Outgoing(rumqttc::Outgoing::Disconnect)) {
-                break;
-            }
-        }
+    let closed = async {
+        while events.poll().await.is_ok() {}
     };
-    let _ = tokio::time::timeout(Duration::from_secs(5), drain).await;
+    if tokio::time::timeout(Duration::from_secs(5), closed).await.is_err() {
+        tracing::warn!("the MQTT broker did not close the connection within 5 s of DISCONNECT; messages whose acknowledgement it did not read are redelivered on the next connection");
+    }
     if acks.skipped_stale > 0 {
         tracing::info!(messages = acks.skipped_stale, "acknowledgements skipped for messages of an earlier connection; the broker redelivers those");
     }

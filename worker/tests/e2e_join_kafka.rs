@@ -137,8 +137,27 @@ impl Drop for Worker {
     }
 }
 
-/// The joined topic as pairs, read_committed, once it stops growing.
+/// The joined topic as pairs, read_committed from the beginning, once it
+/// holds at least `expected` records and stops growing (or after 120 s).
+///
+/// Each attempt reads with a new consumer from offset 0. One reader that
+/// waited at an open transaction is not enough on the test broker: noida-db
+/// 0.2.3 lists an aborted transaction in fetch responses that start after
+/// its abort marker, so librdkafka then drops that producer's next
+/// committed records (seen as 6-7 k pairs "missing" in 1 of 4 runs, while a
+/// fresh read_committed reader saw every pair exactly once). Kafka lists
+/// only aborted transactions that overlap the fetched range.
 fn joined_pairs(servers: &str, topic: &str, expected: usize) -> Vec<Pair> {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let pairs = read_joined_once(servers, topic, expected, deadline);
+        if pairs.len() >= expected || Instant::now() >= deadline {
+            return pairs;
+        }
+    }
+}
+
+fn read_joined_once(servers: &str, topic: &str, expected: usize, deadline: Instant) -> Vec<Pair> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", servers)
         .set("group.id", unique_name("reader"))
@@ -148,7 +167,6 @@ fn joined_pairs(servers: &str, topic: &str, expected: usize) -> Vec<Pair> {
         .unwrap();
     consumer.subscribe(&[topic]).unwrap();
     let mut pairs = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(120);
     let mut quiet_since = Instant::now();
     while Instant::now() < deadline {
         match consumer.poll(Duration::from_millis(200)) {
@@ -160,12 +178,50 @@ fn joined_pairs(servers: &str, topic: &str, expected: usize) -> Vec<Pair> {
             Some(Err(e)) => panic!("reading the joined topic failed: {e}"),
             None => {}
         }
-        // Done when everything expected is there and nothing more came for 3 s.
-        if pairs.len() >= expected && quiet_since.elapsed() > Duration::from_secs(3) {
+        // Done when everything expected is there and nothing more came for
+        // 3 s; a reader that got stuck short of it tries again after 10 s.
+        let quiet = quiet_since.elapsed();
+        if (pairs.len() >= expected && quiet > Duration::from_secs(3)) || quiet > Duration::from_secs(10) {
             break;
         }
     }
     pairs
+}
+
+/// Why pairs may be missing: per partition of the joined topic, how many
+/// records read_committed and read_uncommitted see, and the watermarks
+/// (committed < uncommitted means a transaction was left open).
+fn explain_joined(servers: &str, topic: &str) -> String {
+    let mut report = String::new();
+    for isolation in ["read_committed", "read_uncommitted"] {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", servers)
+            .set("group.id", unique_name("explain"))
+            .set("auto.offset.reset", "earliest")
+            .set("isolation.level", isolation)
+            .create()
+            .unwrap();
+        consumer.subscribe(&[topic]).unwrap();
+        let mut per_partition = std::collections::BTreeMap::<i32, (usize, i64)>::new();
+        let mut quiet_since = Instant::now();
+        while quiet_since.elapsed() < Duration::from_secs(5) {
+            if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
+                let e = per_partition.entry(m.partition()).or_default();
+                e.0 += 1;
+                e.1 = m.offset();
+                quiet_since = Instant::now();
+            }
+        }
+        report.push_str(&format!("{isolation}: (records, last offset) per partition {per_partition:?}; "));
+        if isolation == "read_uncommitted" {
+            for p in 0..3 {
+                if let Ok(w) = consumer.fetch_watermarks(topic, p, Duration::from_secs(5)) {
+                    report.push_str(&format!("partition {p} watermarks {w:?}; "));
+                }
+            }
+        }
+    }
+    report
 }
 
 fn check(pairs: Vec<Pair>, want: &BTreeSet<Pair>) {
@@ -201,7 +257,11 @@ fn sigkill_at_random_moments_loses_and_doubles_nothing() {
     }
     feeder.join().unwrap();
     let _last = Worker::start_with(&config, "crash", true);
-    check(joined_pairs(&broker.bootstrap_servers(), &topics.joined, want.len()), &want);
+    let pairs = joined_pairs(&broker.bootstrap_servers(), &topics.joined, want.len());
+    if pairs.len() < want.len() {
+        eprintln!("joined topic: {}", explain_joined(&broker.bootstrap_servers(), &topics.joined));
+    }
+    check(pairs, &want);
 }
 
 #[test]
