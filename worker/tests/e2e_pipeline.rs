@@ -80,11 +80,15 @@ fn wait_for(timeout: Duration, what: &str, mut f: impl FnMut() -> bool) {
 }
 
 fn config(dir: &Path, mqtt: &Mosquitto, influx: &InfluxDb, db: &str) -> PathBuf {
+    config_with_qos(dir, mqtt, influx, db, 1)
+}
+
+fn config_with_qos(dir: &Path, mqtt: &Mosquitto, influx: &InfluxDb, db: &str, qos: u8) -> PathBuf {
     let path = dir.join("pipeline.yaml");
     std::fs::write(
         &path,
         format!(
-            r#"mqtt: {{url: "{}", topics: ["machines/#"], qos: 1, clientId: "{}"}}
+            r#"mqtt: {{url: "{}", topics: ["machines/#"], qos: {qos}, clientId: "{}"}}
 joins:
   - {{name: power, left: 'actSpeed_(C\d+)', right: 'vaTorque_(C\d+)', output: 'derivedPower_$1', expression: '2*pi/60*left*right'}}
 influxdb: {{url: "{}", database: "{db}", batchSize: 2000, flushInterval: 100ms}}
@@ -154,8 +158,9 @@ fn shared_file_present() -> bool {
     present
 }
 
-#[test]
-fn machine_data_arrives_in_influxdb_quantity_by_quantity() {
+/// The shared file in at `qos`, every quantity out in InfluxDB, and every
+/// message acknowledged.
+fn arrives_and_is_acknowledged(qos: u8) {
     if !shared_file_present() {
         return;
     }
@@ -163,9 +168,9 @@ fn machine_data_arrives_in_influxdb_quantity_by_quantity() {
     let influx = require!(InfluxDb::start());
     let dir = tempfile::tempdir().unwrap();
     let db = unique_name("e2e").replace('-', "_");
-    let config = config(dir.path(), &mqtt, &influx, &db);
+    let config = config_with_qos(dir.path(), &mqtt, &influx, &db, qos);
     let worker = Worker::start(&config);
-    simulate(&mqtt, &["--file", WIDE]);
+    simulate(&mqtt, &["--file", WIDE, "--qos", &qos.to_string()]);
     wait_for_counts(&influx, &db, &expected());
     assert_eq!(worker.metric("millrace_records_in_total{stage=\"ingest\"}"), 5000.0);
     assert!(worker.stop().success());
@@ -177,6 +182,16 @@ fn machine_data_arrives_in_influxdb_quantity_by_quantity() {
     let redelivered = restarted.metric("millrace_records_in_total{stage=\"ingest\"}");
     assert_eq!(redelivered, 0.0, "the broker redelivered {redelivered} messages whose acknowledgement it never got");
     assert!(restarted.stop().success());
+}
+
+#[test]
+fn machine_data_arrives_in_influxdb_quantity_by_quantity() {
+    arrives_and_is_acknowledged(1);
+}
+
+#[test]
+fn exactly_once_delivery_from_mqtt_is_acknowledged_too() {
+    arrives_and_is_acknowledged(2);
 }
 
 #[test]
