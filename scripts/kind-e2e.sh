@@ -23,7 +23,7 @@
 # (examples/test_events.jsonl, or generated machines); joined points
 # (derivedPower_*) awaited in InfluxDB; Grafana's provisioned datasource
 # checked through its API on localhost:3000; the pipeline deleted and its
-# Deployments, Services, ConfigMaps, Secrets, Pods and Kafka topics
+# StatefulSets, Deployments, Services, ConfigMaps, Secrets, Pods and Kafka topics
 # (deletionPolicy: Delete) awaited gone.
 #
 # The last line says what happened: `kind-e2e: passed`, `kind-e2e: skipped:
@@ -204,8 +204,8 @@ if ! k -n "$NS" wait --for=condition=Ready "streampipeline/$PIPELINE" --timeout=
   fail "streampipeline/$PIPELINE did not become Ready within 300s"
 fi
 k -n "$NS" get streampipeline "$PIPELINE" -o wide
-image=$(k -n "$NS" get deploy "$PIPELINE-ingest" -o jsonpath='{.spec.template.spec.containers[0].image}')
-[ "$image" = "$WORKER_IMAGE" ] || fail "the ingest Deployment runs $image, not $WORKER_IMAGE"
+image=$(k -n "$NS" get statefulset "$PIPELINE-ingest" -o jsonpath='{.spec.template.spec.containers[0].image}')
+[ "$image" = "$WORKER_IMAGE" ] || fail "the ingest StatefulSet runs $image, not $WORKER_IMAGE"
 
 # --- machine data over MQTT -----------------------------------------------------------------
 if command -v cargo >/dev/null 2>&1; then
@@ -289,7 +289,7 @@ if ! k -n "$NS" delete streampipeline "$PIPELINE" --timeout=180s; then
   fail "streampipeline/$PIPELINE was not deleted within 180s (its finalizer deletes the topics first)"
 fi
 children() {
-  k -n "$NS" get deployments,services,configmaps,secrets,pods,persistentvolumeclaims \
+  k -n "$NS" get statefulsets,deployments,services,configmaps,secrets,pods,persistentvolumeclaims \
     -l "app.kubernetes.io/instance=$PIPELINE,app.kubernetes.io/name=millrace" -o name
 }
 deadline=$((SECONDS + 180))
@@ -306,6 +306,6 @@ no_pipeline_topics() {
   ! grep -q "^$PIPELINE\\." <<<"$list"
 }
 wait_for 120 "the pipeline's Kafka topics to be deleted" no_pipeline_topics
-log "worker Deployments, Mosquitto, Grafana and the Kafka topics are gone"
+log "worker StatefulSets, Mosquitto, Grafana and the Kafka topics are gone"
 
 PASSED=1

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, Patch, PatchParams};
@@ -155,9 +155,14 @@ async fn apply_pipeline(p: Arc<StreamPipeline>, ctx: &Context) -> Result<Action,
             let hash = workers::config_hash(&config);
             apply(client, &namespace, &config).await?;
             let (mut ready, mut wanted) = (0, 0);
+            let ingest_name = format!("{}-{}", p.name_any(), Stage::Ingest.name());
+            let live_ingest = Api::<StatefulSet>::namespaced(client.clone(), &namespace).get_opt(&ingest_name).await?;
+            let sessions = workers::mqtt_sessions(&p, live_ingest.as_ref());
             for stage in Stage::ALL {
-                let applied = apply(client, &namespace, &workers::deployment(&p, stage, &hash)).await?;
                 apply(client, &namespace, &workers::metrics_service(&p, stage)).await?;
+                let applied = apply(client, &namespace, &workers::stateful_set(&p, stage, &hash, sessions)).await?;
+                // Before StatefulSets, each stage was a Deployment of that name.
+                delete_if_owned::<Deployment>(client, &namespace, &format!("{}-{}", p.name_any(), stage.name()), &p).await?;
                 wanted += applied.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0);
                 ready += applied.status.as_ref().and_then(|s| s.ready_replicas).unwrap_or(0);
             }
@@ -402,6 +407,7 @@ pub async fn run_with(
     }
     let context = Arc::new(Context::new(client.clone(), health));
     Controller::new(scoped::<StreamPipeline>(&client, namespace), watcher::Config::default())
+        .owns(scoped::<StatefulSet>(&client, namespace), watcher::Config::default())
         .owns(scoped::<Deployment>(&client, namespace), watcher::Config::default())
         .owns(scoped::<ConfigMap>(&client, namespace), watcher::Config::default())
         .owns(scoped::<Service>(&client, namespace), watcher::Config::default())

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Output};
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::authorization::v1::SelfSubjectAccessReview;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, PostParams};
@@ -242,7 +242,10 @@ async fn the_installed_charts_rbac_is_enough_for_the_operator_and_no_more() {
     assert_eq!(condition(&p, "GrafanaReady").unwrap().1, "GrafanaProgressing", "no Pods run here, but every object was made");
     assert_eq!(condition(&p, "BrokerReady").unwrap().1, "BrokerProgressing");
     Api::<Secret>::namespaced(admin.clone(), &granted).get("line-1-grafana-admin").await.unwrap();
-    for child in ["line-1-ingest", "line-1-join", "line-1-export", "line-1-mosquitto", "line-1-grafana"] {
+    for stage in ["line-1-ingest", "line-1-join", "line-1-export"] {
+        Api::<StatefulSet>::namespaced(admin.clone(), &granted).get(stage).await.unwrap();
+    }
+    for child in ["line-1-mosquitto", "line-1-grafana"] {
         Api::<Deployment>::namespaced(admin.clone(), &granted).get(child).await.unwrap();
     }
 
@@ -255,7 +258,7 @@ async fn the_installed_charts_rbac_is_enough_for_the_operator_and_no_more() {
     let p = wait_for(&elsewhere, "line-2", "GrafanaReady", |p| condition(p, "GrafanaReady").is_some()).await;
     assert_eq!(condition(&p, "GrafanaReady").unwrap(), ("False".into(), "AdminSecretForbidden".into()));
     assert_eq!(condition(&p, "TopicsReady").unwrap().0, "True");
-    Api::<Deployment>::namespaced(admin.clone(), &other).get("line-2-join").await.unwrap();
+    Api::<StatefulSet>::namespaced(admin.clone(), &other).get("line-2-join").await.unwrap();
 
     // Deletion runs the finalizer with the same rights.
     pipelines.delete("line-1", &Default::default()).await.unwrap();

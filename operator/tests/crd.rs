@@ -80,9 +80,9 @@ async fn the_api_server_refuses_what_the_schema_can_tell_is_wrong() {
 
 #[tokio::test]
 async fn the_built_worker_objects_are_accepted_by_the_api_server() {
-    use k8s_openapi::api::apps::v1::Deployment;
+    use k8s_openapi::api::apps::v1::StatefulSet;
     use k8s_openapi::api::core::v1::{ConfigMap, Service};
-    use millrace_operator::build::workers::{config_hash, config_map, deployment, metrics_service, Stage};
+    use millrace_operator::build::workers::{config_hash, config_map, metrics_service, stateful_set, Stage};
     let kube = require!(KubeApi::shared());
     let client = install_crd(kube).await;
     let ns = kube.create_namespace(&unique_name("build")).await.unwrap();
@@ -94,9 +94,9 @@ async fn the_built_worker_objects_are_accepted_by_the_api_server() {
     let hash = config_hash(&cm);
     Api::<ConfigMap>::namespaced(client.clone(), &ns).patch("line-1-worker", &ssa, &Patch::Apply(&cm)).await.unwrap();
     for stage in Stage::ALL {
-        let d = deployment(&p, stage, &hash);
+        let d = stateful_set(&p, stage, &hash, 3);
         let name = d.metadata.name.clone().unwrap();
-        let applied = Api::<Deployment>::namespaced(client.clone(), &ns).patch(&name, &ssa, &Patch::Apply(&d)).await.unwrap();
+        let applied = Api::<StatefulSet>::namespaced(client.clone(), &ns).patch(&name, &ssa, &Patch::Apply(&d)).await.unwrap();
         let want = if stage == Stage::Join { 2 } else { 1 };
         assert_eq!(applied.spec.unwrap().replicas, Some(want), "{name}");
         let s = metrics_service(&p, stage);

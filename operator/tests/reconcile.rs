@@ -7,7 +7,7 @@ mod fixtures;
 use std::time::{Duration, Instant};
 
 use fixtures::{example, install_crd};
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use millrace_operator::crd::StreamPipeline;
@@ -72,19 +72,19 @@ async fn a_pipeline_gets_its_workers_topics_and_conditions() {
     assert_eq!(p.status.as_ref().unwrap().observed_generation, p.metadata.generation);
     assert_eq!(p.status.as_ref().unwrap().stages.as_deref(), Some("0/4"));
     assert_eq!(partitions(&broker.bootstrap_servers(), &raw), 3);
-    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    let workers: Api<StatefulSet> = Api::namespaced(client.clone(), &ns);
     for stage in ["ingest", "join", "export"] {
-        deployments.get(&format!("line-1-{stage}")).await.unwrap();
+        workers.get(&format!("line-1-{stage}")).await.unwrap();
         Api::<Service>::namespaced(client.clone(), &ns).get(&format!("line-1-{stage}-metrics")).await.unwrap();
     }
     let config = Api::<ConfigMap>::namespaced(client.clone(), &ns).get("line-1-worker").await.unwrap();
     assert!(config.data.unwrap()["pipeline.yaml"].contains(&raw));
 
     // A deleted child comes back.
-    deployments.delete("line-1-join", &DeleteParams::default()).await.unwrap();
+    workers.delete("line-1-join", &DeleteParams::default()).await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
-    while deployments.get_opt("line-1-join").await.unwrap().is_none() {
-        assert!(Instant::now() < deadline, "the deleted Deployment was not restored");
+    while workers.get_opt("line-1-join").await.unwrap().is_none() {
+        assert!(Instant::now() < deadline, "the deleted StatefulSet was not restored");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
@@ -112,7 +112,7 @@ async fn a_pipeline_gets_its_workers_topics_and_conditions() {
     loop {
         let mut replicas = Vec::new();
         for stage in ["ingest", "join", "export"] {
-            replicas.push(deployments.get(&format!("line-1-{stage}")).await.unwrap().spec.unwrap().replicas.unwrap());
+            replicas.push(workers.get(&format!("line-1-{stage}")).await.unwrap().spec.unwrap().replicas.unwrap());
         }
         if replicas == [0, 0, 0] {
             break;
@@ -138,7 +138,7 @@ async fn an_invalid_spec_is_reported_and_changes_nothing() {
     let (status, reason, message) = condition(&p, "SpecValid").unwrap();
     assert_eq!((status.as_str(), reason.as_str()), ("False", "InvalidSpec"));
     assert!(message.contains("joins[0] (power).expression: expected `)` at column 20"), "{message}");
-    assert!(Api::<Deployment>::namespaced(client, &ns).get_opt("broken-join").await.unwrap().is_none());
+    assert!(Api::<StatefulSet>::namespaced(client, &ns).get_opt("broken-join").await.unwrap().is_none());
     controller.abort();
 }
 
@@ -304,15 +304,15 @@ async fn a_resync_of_an_unchanged_pipeline_only_reads() {
     reconcile(Arc::new(pipelines.get("steady").await.unwrap()), ctx.clone()).await.unwrap();
     assert_eq!(log.writes(), Vec::<(String, String)>::new(), "a resync of an unchanged pipeline writes nothing");
     let reads = log.take();
-    assert!(reads.iter().any(|(_, path)| path.ends_with("/deployments/steady-join")), "it did look at the children: {reads:?}");
+    assert!(reads.iter().any(|(_, path)| path.ends_with("/statefulsets/steady-join")), "it did look at the children: {reads:?}");
 
     // A child edited by hand has drifted: the next resync puts it back.
-    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    let workers: Api<StatefulSet> = Api::namespaced(client.clone(), &ns);
     let scale = serde_json::json!({"spec": {"replicas": 7}});
-    deployments.patch("steady-join", &PatchParams::default(), &Patch::Merge(&scale)).await.unwrap();
+    workers.patch("steady-join", &PatchParams::default(), &Patch::Merge(&scale)).await.unwrap();
     reconcile(Arc::new(pipelines.get("steady").await.unwrap()), ctx.clone()).await.unwrap();
     let writes = log.writes();
     assert!(writes.iter().all(|(m, _)| m == "PATCH"), "{writes:?}");
-    assert!(writes.iter().any(|(_, path)| path.ends_with("/deployments/steady-join")), "{writes:?}");
-    assert_eq!(deployments.get("steady-join").await.unwrap().spec.unwrap().replicas, Some(2));
+    assert!(writes.iter().any(|(_, path)| path.ends_with("/statefulsets/steady-join")), "{writes:?}");
+    assert_eq!(workers.get("steady-join").await.unwrap().spec.unwrap().replicas, Some(2));
 }

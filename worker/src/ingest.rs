@@ -100,16 +100,27 @@ pub fn qos(level: u8) -> QoS {
     }
 }
 
-/// A client id stable across restarts of the same instance, so that the
-/// broker keeps its persistent session.
-pub fn client_id(prefix: &str) -> String {
-    let instance = std::env::var("MILLRACE_INSTANCE")
-        .or_else(|_| std::env::var("HOSTNAME"))
-        .unwrap_or_else(|_| format!("{:08x}", rand::random::<u32>()));
-    format!("{prefix}-ingest-{instance}")
+pub use crate::mqtt_session::client_id;
+
+/// What a session is opened for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    /// This instance's own session: subscribe and ingest until shutdown.
+    Serve,
+    /// A retired instance's session: unsubscribe, ingest what it still
+    /// holds, stop once nothing more comes.
+    Drain,
 }
 
+/// A drained session is done once nothing came for this long.
+const DRAIN_QUIET: Duration = Duration::from_secs(2);
+/// A retired session the broker does not let us open within this time is
+/// left for the next start.
+const DRAIN_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Runs ingest until `shutdown`, then acknowledges what is in flight.
+/// Ordinal 0 of a scaled-down stage first drains and removes the sessions
+/// of the instances that are gone (see `mqtt_session`).
 pub async fn run(
     config: &PipelineConfig,
     credentials: Option<Credentials>,
@@ -118,9 +129,38 @@ pub async fn run(
     health: Arc<Health>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    for retired in crate::mqtt_session::retired_from_env(&config.mqtt.client_id) {
+        if shutdown.is_cancelled() {
+            break;
+        }
+        tracing::info!(client_id = %retired, "draining the MQTT session of an instance that was scaled away");
+        let options = session(config, &credentials, &retired, Mode::Drain, &output, &dead_letters, &health, &shutdown).await?;
+        match crate::mqtt_session::forget(options).await {
+            Ok(()) => tracing::info!(client_id = %retired, "retired MQTT session drained and removed"),
+            Err(e) => tracing::warn!(client_id = %retired, error = %e, "cannot remove a retired MQTT session; the next start tries again"),
+        }
+    }
+    let own = client_id(&config.mqtt.client_id);
+    session(config, &credentials, &own, Mode::Serve, &output, &dead_letters, &health, &shutdown).await?;
+    Ok(())
+}
+
+/// One persistent session: `Serve` until shutdown, or `Drain` until the
+/// session is empty. Returns its options (to remove a drained session).
+#[allow(clippy::too_many_arguments)]
+async fn session(
+    config: &PipelineConfig,
+    credentials: &Option<Credentials>,
+    client_id: &str,
+    mode: Mode,
+    output: &RecordOutput,
+    dead_letters: &DeadLetterSink,
+    health: &Health,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<MqttOptions> {
     let splitter = Splitter::new(&config.payload, config.mqtt.max_message_bytes)?;
     let (host, port) = broker_address(&config.mqtt.url).map_err(anyhow::Error::msg)?;
-    let mut options = MqttOptions::new(client_id(&config.mqtt.client_id), host, port);
+    let mut options = MqttOptions::new(client_id, host, port);
     options
         .set_keep_alive(Duration::from_secs(30))
         .set_clean_session(false)
@@ -130,9 +170,9 @@ pub async fn run(
         .set_max_packet_size(MAX_MQTT_PACKET, MAX_MQTT_PACKET)
         .set_request_channel_capacity(MAX_IN_FLIGHT);
     if let Some(c) = credentials {
-        options.set_credentials(c.username, c.password);
+        options.set_credentials(c.username.clone(), c.password.clone());
     }
-    let (client, mut events) = AsyncClient::new(options, 1024);
+    let (client, mut events) = AsyncClient::new(options.clone(), 1024);
     let filters = subscription_filters(&config.mqtt);
     let qos = qos(config.mqtt.qos);
     let metrics = health.metrics.stage("ingest");
@@ -143,10 +183,22 @@ pub async fn run(
     let mut acks = AckBatch::default();
     let mut reconnect_backoff = Duration::from_millis(100);
     let mut failure: Option<String> = None;
+    let started = std::time::Instant::now();
+    let mut last_message: Option<std::time::Instant> = None;
     loop {
         tokio::select! {
             biased;
             _ = shutdown.cancelled() => break,
+            _ = tokio::time::sleep(Duration::from_millis(200)), if mode == Mode::Drain => {
+                match last_message {
+                    Some(at) if pending.is_empty() && at.elapsed() >= DRAIN_QUIET => break,
+                    None if started.elapsed() >= DRAIN_CONNECT_TIMEOUT => {
+                        tracing::warn!(client_id, "cannot open a retired MQTT session; the next start tries again");
+                        break;
+                    }
+                    _ => {}
+                }
+            }
             Some((publish, arrived_on, result)) = pending.next(), if !pending.is_empty() => {
                 if let Err(e) = result {
                     // Not acknowledging lets the broker redeliver after restart.
@@ -167,6 +219,22 @@ pub async fn run(
                 }
             }
             event = events.poll(), if pending.len() < MAX_IN_FLIGHT => match event {
+                Ok(Event::Incoming(Packet::ConnAck(ack))) if mode == Mode::Drain => {
+                    if !ack.session_present {
+                        // Nothing was kept for it (already removed, or a
+                        // broker without persistence restarted).
+                        break;
+                    }
+                    connection = connection.next();
+                    last_message = Some(std::time::Instant::now());
+                    // No new messages for a session nobody will open again;
+                    // what it holds still comes.
+                    for f in &filters {
+                        if let Err(e) = client.try_unsubscribe(f.as_str()) {
+                            tracing::warn!(filter = %f, error = %e, "cannot unsubscribe a retired session");
+                        }
+                    }
+                }
                 Ok(Event::Incoming(Packet::ConnAck(_))) => {
                     connection = connection.next();
                     reconnect_backoff = Duration::from_millis(100);
@@ -182,6 +250,9 @@ pub async fn run(
                 }
                 Ok(Event::Incoming(Packet::Publish(publish))) => {
                     metrics.record_in(1);
+                    if mode == Mode::Drain {
+                        last_message = Some(std::time::Instant::now());
+                    }
                     let split = splitter.split(&publish.payload);
                     let mut deliveries = Vec::with_capacity(2);
                     if let Some(problem) = split.problem {
@@ -217,7 +288,9 @@ pub async fn run(
             write_acks(&mut acks, &mut events, &metrics).await;
         }
     }
-    health.set_ready(false);
+    if mode == Mode::Serve {
+        health.set_ready(false);
+    }
     // Graceful stop: acknowledge everything that was accepted downstream.
     if failure.is_none() {
         while let Some((publish, arrived_on, result)) = pending.next().await {
@@ -246,7 +319,7 @@ pub async fn run(
     }
     match failure {
         Some(e) => anyhow::bail!("ingest stopped: {e}"),
-        None => Ok(()),
+        None => Ok(options),
     }
 }
 

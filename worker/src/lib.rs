@@ -17,6 +17,7 @@ pub mod influx;
 pub mod kafka;
 pub mod ingest;
 pub mod mqtt_ack;
+pub mod mqtt_session;
 pub mod join;
 pub mod export;
 pub mod embedded;

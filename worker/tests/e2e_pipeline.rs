@@ -34,6 +34,18 @@ impl Worker {
     }
 
     fn start_stage(config: &Path, stage: Option<&str>) -> Self {
+        // A stable MQTT client id: a restarted worker resumes its session.
+        Self::launch(config, stage, &[("MILLRACE_INSTANCE", "e2e")])
+    }
+
+    /// Embedded, as instance `instance`, with more environment.
+    fn start_as(config: &Path, instance: &str, env: &[(&str, &str)]) -> Self {
+        let mut all = vec![("MILLRACE_INSTANCE", instance)];
+        all.extend_from_slice(env);
+        Self::launch(config, None, &all)
+    }
+
+    fn launch(config: &Path, stage: Option<&str>, env: &[(&str, &str)]) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let child = Command::new(WORKER)
             .args(["run", "--config"])
@@ -41,8 +53,7 @@ impl Worker {
             .args(stage.map(|s| vec!["--stage", s]).unwrap_or_default())
             .args(["--metrics-addr", &format!("127.0.0.1:{port}")])
             .env("RUST_LOG", "warn")
-            // A stable MQTT client id: a restarted worker resumes its session.
-            .env("MILLRACE_INSTANCE", "e2e")
+            .envs(env.iter().copied())
             .spawn()
             .unwrap();
         let worker = Self { child, metrics: format!("http://127.0.0.1:{port}") };
@@ -192,6 +203,42 @@ fn machine_data_arrives_in_influxdb_quantity_by_quantity() {
 #[test]
 fn exactly_once_delivery_from_mqtt_is_acknowledged_too() {
     arrives_and_is_acknowledged(2);
+}
+
+#[test]
+fn the_session_of_an_instance_scaled_away_is_drained_and_removed() {
+    if !shared_file_present() {
+        return;
+    }
+    let mqtt = require!(Mosquitto::start());
+    let influx = require!(InfluxDb::start());
+    let dir = tempfile::tempdir().unwrap();
+    let db = unique_name("e2e").replace('-', "_");
+    let config = config(dir.path(), &mqtt, &influx, &db);
+    const IN: &str = "millrace_records_in_total{stage=\"ingest\"}";
+    // Two instances share the subscription; ordinal 1 dies for good.
+    let mut gone = Worker::start_as(&config, "line-ingest-1", &[]);
+    let _ = gone.child.kill();
+    let first = Worker::start_as(&config, "line-ingest-0", &[]);
+    simulate(&mqtt, &["--file", WIDE]);
+    let mut got = -1.0;
+    wait_for(Duration::from_secs(30), "ingest to settle", || {
+        let now = first.metric(IN);
+        std::mem::replace(&mut got, now) == now && now > 0.0
+    });
+    assert!(got < 5000.0, "Mosquitto gives the offline session its share, so ordinal 0 got fewer than 5000: {got}");
+    assert!(first.stop().success());
+    // Scaled to one replica after two sessions: ordinal 0 drains ordinal 1's.
+    let drainer = Worker::start_as(&config, "line-ingest-0", &[("MILLRACE_REPLICAS", "1"), ("MILLRACE_MQTT_SESSIONS", "2")]);
+    let raw = |m: BTreeMap<String, f64>| m.into_iter().filter(|(q, _)| !q.starts_with("derivedPower")).collect::<BTreeMap<_, _>>();
+    let want = raw(expected());
+    wait_for(Duration::from_secs(60), "every raw quantity in InfluxDB", || raw(counts(&influx, &db)) == want);
+    // The retired session left the shared subscription: everything of a
+    // second round reaches the one instance.
+    let before = drainer.metric(IN);
+    simulate(&mqtt, &["--file", WIDE]);
+    wait_for(Duration::from_secs(30), "all of the second round at ordinal 0", || drainer.metric(IN) == before + 5000.0);
+    assert!(drainer.stop().success());
 }
 
 #[test]

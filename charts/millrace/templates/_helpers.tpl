@@ -46,7 +46,7 @@ rules for a ClusterRole (all namespaces) and a Role (one namespace). */}}
   resources: [streampipelines/status]
   verbs: [get, patch, update]
 - apiGroups: [apps]
-  resources: [deployments]
+  resources: [deployments, statefulsets]
   verbs: [get, list, watch, create, patch, delete]
 - apiGroups: [""]
   resources: [configmaps, services]

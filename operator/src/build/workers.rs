@@ -1,10 +1,17 @@
 //! The worker objects of a pipeline, built from its spec alone (pure): the
-//! ConfigMap holding the worker's configuration, and per stage a Deployment
+//! ConfigMap holding the worker's configuration, and per stage a StatefulSet
 //! and a metrics Service.
+//!
+//! StatefulSets, not Deployments, because a worker's name is its identity
+//! outside Kubernetes: the ingest's MQTT client id (a persistent session)
+//! and the join's transactional id. A Pod that comes back under the same
+//! name resumes its session and fences its predecessor. Under a new name,
+//! Mosquitto would keep the old session in the shared subscription, handing
+//! it its share of the messages for nobody to read.
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
+use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction,
     ObjectFieldSelector, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SecretKeySelector, SecurityContext, Service,
@@ -27,7 +34,12 @@ pub const METRICS_PORT: i32 = 9090;
 /// configuration changes.
 pub const CONFIG_HASH_ANNOTATION: &str = "millrace.io/config-hash";
 
-/// The three stages, each its own Deployment.
+/// StatefulSet annotation: how many ingest Pods have ever had an MQTT
+/// session (the most replicas the stage had). Sessions of ordinals at or
+/// above the current replicas are retired: ordinal 0 drains and removes them.
+pub const MQTT_SESSIONS_ANNOTATION: &str = "millrace.io/mqtt-sessions";
+
+/// The three stages, each its own StatefulSet.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Stage {
     Ingest,
@@ -135,9 +147,22 @@ fn http_probe(path: &str, period: i32) -> Probe {
     }
 }
 
-/// The Deployment of one stage. `config_hash` rolls it when the
-/// configuration changes; `suspend` scales it to zero.
-pub fn deployment(p: &StreamPipeline, stage: Stage, config_hash: &str) -> Deployment {
+/// How many MQTT sessions the ingest stage has had, from its live
+/// StatefulSet (if any) and the spec: never fewer than before.
+pub fn mqtt_sessions(p: &StreamPipeline, live: Option<&StatefulSet>) -> i32 {
+    let recorded = live
+        .and_then(|s| s.metadata.annotations.as_ref())
+        .and_then(|a| a.get(MQTT_SESSIONS_ANNOTATION))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let live_replicas = live.and_then(|s| s.spec.as_ref()).and_then(|s| s.replicas).unwrap_or(0);
+    recorded.max(live_replicas).max(p.spec.workers.ingest.replicas)
+}
+
+/// The StatefulSet of one stage. `config_hash` rolls it when the
+/// configuration changes; `suspend` scales it to zero. `mqtt_sessions`
+/// (see [`mqtt_sessions`]) matters to the ingest stage only.
+pub fn stateful_set(p: &StreamPipeline, stage: Stage, config_hash: &str, mqtt_sessions: i32) -> StatefulSet {
     let name = format!("{}-{}", p.name_any(), stage.name());
     let selector = labels(p, stage.name());
     let replicas = if p.spec.suspend { 0 } else { stage.spec(p).replicas };
@@ -150,6 +175,17 @@ pub fn deployment(p: &StreamPipeline, stage: Stage, config_hash: &str) -> Deploy
         }),
         ..Default::default()
     }];
+    let plain = |name: &str, value: String| EnvVar { name: name.into(), value: Some(value), ..Default::default() };
+    match stage {
+        Stage::Ingest => {
+            // Ordinal 0 drains the sessions of ordinals in [replicas, sessions).
+            env.push(plain("MILLRACE_REPLICAS", replicas.to_string()));
+            env.push(plain("MILLRACE_MQTT_SESSIONS", mqtt_sessions.max(replicas).to_string()));
+        }
+        // Stable names: a restarted Pod takes its partitions back at once.
+        Stage::Join => env.push(plain("MILLRACE_STATIC_MEMBERSHIP", "1".into())),
+        Stage::Export => {}
+    }
     env.extend(credential_env(p));
     let container = Container {
         name: "worker".into(),
@@ -173,10 +209,17 @@ pub fn deployment(p: &StreamPipeline, stage: Stage, config_hash: &str) -> Deploy
         volume_mounts: Some(vec![VolumeMount { name: "config".into(), mount_path: CONFIG_DIR.into(), read_only: Some(true), ..Default::default() }]),
         ..Default::default()
     };
-    Deployment {
-        metadata: metadata(p, name, stage.name()),
-        spec: Some(DeploymentSpec {
+    let mut meta = metadata(p, name, stage.name());
+    if stage == Stage::Ingest {
+        meta.annotations = Some(BTreeMap::from([(MQTT_SESSIONS_ANNOTATION.to_string(), mqtt_sessions.max(replicas).to_string())]));
+    }
+    StatefulSet {
+        metadata: meta,
+        spec: Some(StatefulSetSpec {
             replicas: Some(replicas),
+            service_name: Some(metrics_service_name(p, stage)),
+            // Workers do not wait for each other to start or stop.
+            pod_management_policy: Some("Parallel".into()),
             selector: LabelSelector { match_labels: Some(selector.clone()), ..Default::default() },
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
@@ -206,11 +249,16 @@ pub fn deployment(p: &StreamPipeline, stage: Stage, config_hash: &str) -> Deploy
     }
 }
 
+/// The metrics Service of a stage, also its StatefulSet's governing Service.
+pub fn metrics_service_name(p: &StreamPipeline, stage: Stage) -> String {
+    format!("{}-{}-metrics", p.name_any(), stage.name())
+}
+
 /// The metrics Service of one stage. Headless: scrapers want every Pod,
 /// and a pipeline's three take no cluster IPs.
 pub fn metrics_service(p: &StreamPipeline, stage: Stage) -> Service {
     Service {
-        metadata: metadata(p, format!("{}-{}-metrics", p.name_any(), stage.name()), stage.name()),
+        metadata: metadata(p, metrics_service_name(p, stage), stage.name()),
         spec: Some(ServiceSpec {
             cluster_ip: Some("None".into()),
             selector: Some(labels(p, stage.name())),
@@ -254,15 +302,17 @@ spec:
 "#;
 
     #[test]
-    fn a_deployment_per_stage_runs_the_worker_safely() {
+    fn a_stateful_set_per_stage_runs_the_worker_safely() {
         let p = pipeline(SPEC);
         let hash = config_hash(&config_map(&p));
-        let d = deployment(&p, Stage::Join, &hash);
+        let d = stateful_set(&p, Stage::Join, &hash, 1);
         assert_eq!(d.metadata.name.as_deref(), Some("line-1-join"));
         assert_eq!(d.metadata.namespace.as_deref(), Some("plant"));
         assert_eq!(d.metadata.owner_references.as_ref().unwrap()[0].uid, "0000-uid");
         let spec = d.spec.unwrap();
         assert_eq!(spec.replicas, Some(3));
+        assert_eq!(spec.service_name.as_deref(), Some("line-1-join-metrics"));
+        assert_eq!(spec.pod_management_policy.as_deref(), Some("Parallel"));
         let template = spec.template;
         assert_eq!(template.metadata.as_ref().unwrap().annotations.as_ref().unwrap()[CONFIG_HASH_ANNOTATION], hash);
         let pod = template.spec.unwrap();
@@ -274,8 +324,8 @@ spec:
         assert_eq!(c.readiness_probe.as_ref().unwrap().http_get.as_ref().unwrap().path.as_deref(), Some("/readyz"));
         assert!(c.resources.as_ref().unwrap().limits.as_ref().unwrap().contains_key("memory"));
         let env: Vec<&str> = c.env.as_ref().unwrap().iter().map(|e| e.name.as_str()).collect();
-        assert_eq!(env, ["MILLRACE_INSTANCE", "MILLRACE_INFLUXDB_USERNAME", "MILLRACE_INFLUXDB_PASSWORD"]);
-        let password = &c.env.as_ref().unwrap()[2];
+        assert_eq!(env, ["MILLRACE_INSTANCE", "MILLRACE_STATIC_MEMBERSHIP", "MILLRACE_INFLUXDB_USERNAME", "MILLRACE_INFLUXDB_PASSWORD"]);
+        let password = &c.env.as_ref().unwrap()[3];
         assert!(password.value.is_none(), "secrets come by reference only");
         assert_eq!(password.value_from.as_ref().unwrap().secret_key_ref.as_ref().unwrap().name, "influx");
     }
@@ -284,8 +334,31 @@ spec:
     fn suspend_scales_every_stage_to_zero() {
         let p = pipeline(&format!("{SPEC}  suspend: true\n"));
         for stage in Stage::ALL {
-            assert_eq!(deployment(&p, stage, "h").spec.unwrap().replicas, Some(0), "{stage:?}");
+            assert_eq!(stateful_set(&p, stage, "h", 1).spec.unwrap().replicas, Some(0), "{stage:?}");
         }
+    }
+
+    fn env_of(s: &StatefulSet, name: &str) -> Option<String> {
+        let c = &s.spec.as_ref().unwrap().template.spec.as_ref().unwrap().containers[0];
+        c.env.iter().flatten().find(|e| e.name == name).and_then(|e| e.value.clone())
+    }
+
+    #[test]
+    fn ingest_sessions_are_never_forgotten_when_the_stage_shrinks() {
+        let p = pipeline(&format!("{SPEC}    ingest: {{replicas: 3}}\n"));
+        assert_eq!(mqtt_sessions(&p, None), 3, "a new pipeline: its replicas");
+        let live = stateful_set(&p, Stage::Ingest, "h", mqtt_sessions(&p, None));
+        assert_eq!(live.metadata.annotations.as_ref().unwrap()[MQTT_SESSIONS_ANNOTATION], "3");
+        // Scaled down to 1: three sessions existed, two are retired.
+        let smaller = pipeline(&format!("{SPEC}    ingest: {{replicas: 1}}\n"));
+        let sessions = mqtt_sessions(&smaller, Some(&live));
+        assert_eq!(sessions, 3);
+        let shrunk = stateful_set(&smaller, Stage::Ingest, "h", sessions);
+        assert_eq!(env_of(&shrunk, "MILLRACE_REPLICAS").as_deref(), Some("1"));
+        assert_eq!(env_of(&shrunk, "MILLRACE_MQTT_SESSIONS").as_deref(), Some("3"));
+        // And remembered from the annotation once the replicas went down.
+        assert_eq!(mqtt_sessions(&smaller, Some(&shrunk)), 3);
+        assert_eq!(env_of(&stateful_set(&p, Stage::Export, "h", 3), "MILLRACE_MQTT_SESSIONS"), None);
     }
 
     #[test]
