@@ -40,6 +40,15 @@ async fn topic_config(servers: &str, topic: &str, key: &str) -> Option<String> {
     resource.entries.into_iter().find(|e| e.name == key).and_then(|e| e.value)
 }
 
+/// A controller for one test's namespace only: the tests run side by side
+/// against one API server, and controllers watching everything would
+/// reconcile each other's pipelines (one re-creating the topics another's
+/// finalizer had just deleted).
+fn controller_for(client: &kube::Client, ns: &str) -> tokio::task::JoinHandle<()> {
+    let (client, ns) = (client.clone(), ns.to_string());
+    tokio::spawn(async move { millrace_operator::reconcile::run_with(client, Some(&ns), Default::default()).await })
+}
+
 fn partitions(servers: &str, topic: &str) -> usize {
     let consumer: BaseConsumer = ClientConfig::new().set("bootstrap.servers", servers).create().unwrap();
     let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).unwrap();
@@ -52,7 +61,7 @@ async fn a_pipeline_gets_its_workers_topics_and_conditions() {
     let broker = require!(KafkaBroker::start());
     let client = install_crd(kube).await;
     let ns = kube.create_namespace(&unique_name("rec")).await.unwrap();
-    let controller = tokio::spawn(millrace_operator::reconcile::run(client.clone()));
+    let controller = controller_for(&client, &ns);
 
     let raw = unique_name("raw");
     let mut spec = example("line-1");
@@ -128,7 +137,7 @@ async fn an_invalid_spec_is_reported_and_changes_nothing() {
     let kube = require!(KubeApi::shared());
     let client = install_crd(kube).await;
     let ns = kube.create_namespace(&unique_name("inv")).await.unwrap();
-    let controller = tokio::spawn(millrace_operator::reconcile::run(client.clone()));
+    let controller = controller_for(&client, &ns);
     let mut spec = example("broken");
     // The schema allows it; the worker's checks do not.
     spec["spec"]["pipeline"]["joins"][0]["expression"] = serde_json::json!("2*pi/60*(left*right");
@@ -148,7 +157,7 @@ async fn deletion_keeps_or_deletes_the_topics_per_policy() {
     let broker = require!(KafkaBroker::start());
     let client = install_crd(kube).await;
     let ns = kube.create_namespace(&unique_name("del")).await.unwrap();
-    let controller = tokio::spawn(millrace_operator::reconcile::run(client.clone()));
+    let controller = controller_for(&client, &ns);
     let pipelines: Api<StreamPipeline> = Api::namespaced(client.clone(), &ns);
     let servers = broker.bootstrap_servers();
     for (name, policy, kept) in [("keep", "Retain", true), ("drop", "Delete", false)] {
@@ -184,7 +193,7 @@ async fn a_managed_broker_comes_and_goes_with_the_spec() {
     let broker = require!(KafkaBroker::start());
     let client = install_crd(kube).await;
     let ns = kube.create_namespace(&unique_name("mq")).await.unwrap();
-    let controller = tokio::spawn(millrace_operator::reconcile::run(client.clone()));
+    let controller = controller_for(&client, &ns);
     let mut spec = example("line-2");
     spec["spec"]["mosquitto"] = serde_json::json!({"managed": true});
     fixtures::on_broker(&mut spec, &broker.bootstrap_servers());
@@ -214,7 +223,7 @@ async fn grafana_is_provisioned_with_a_generated_admin_secret_and_removed_when_d
     let broker = require!(KafkaBroker::start());
     let client = install_crd(kube).await;
     let ns = kube.create_namespace(&unique_name("gf")).await.unwrap();
-    let controller = tokio::spawn(millrace_operator::reconcile::run(client.clone()));
+    let controller = controller_for(&client, &ns);
     let mut spec = example("line-3");
     spec["spec"]["grafana"] = serde_json::json!({"enabled": true});
     fixtures::on_broker(&mut spec, &broker.bootstrap_servers());
@@ -247,7 +256,7 @@ async fn an_unreachable_broker_is_reported_and_recovers() {
     let mut broker = require!(KafkaBroker::start());
     let client = install_crd(kube).await;
     let ns = kube.create_namespace(&unique_name("down")).await.unwrap();
-    let controller = tokio::spawn(millrace_operator::reconcile::run(client.clone()));
+    let controller = controller_for(&client, &ns);
     broker.stop();
     let mut spec = example("line-4");
     fixtures::on_broker(&mut spec, &broker.bootstrap_servers());
@@ -274,7 +283,7 @@ async fn a_resync_of_an_unchanged_pipeline_only_reads() {
     let broker = require!(KafkaBroker::start());
     let client = install_crd(kube).await;
     let ns = kube.create_namespace(&unique_name("resync")).await.unwrap();
-    let controller = tokio::spawn(millrace_operator::reconcile::run(client.clone()));
+    let controller = controller_for(&client, &ns);
     // Every kind of child: workers, a managed broker with a claim, Grafana.
     let raw = unique_name("raw");
     let mut spec = example("steady");
