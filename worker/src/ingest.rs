@@ -134,7 +134,10 @@ pub async fn run(
             break;
         }
         tracing::info!(client_id = %retired, "draining the MQTT session of an instance that was scaled away");
-        let options = session(config, &credentials, &retired, Mode::Drain, &output, &dead_letters, &health, &shutdown).await?;
+        let Some(options) = session(config, &credentials, &retired, Mode::Drain, &output, &dead_letters, &health, &shutdown).await? else {
+            // Not emptied (stopped, or the broker would not open it): kept.
+            continue;
+        };
         match crate::mqtt_session::forget(options).await {
             Ok(()) => tracing::info!(client_id = %retired, "retired MQTT session drained and removed"),
             Err(e) => tracing::warn!(client_id = %retired, error = %e, "cannot remove a retired MQTT session; the next start tries again"),
@@ -146,7 +149,8 @@ pub async fn run(
 }
 
 /// One persistent session: `Serve` until shutdown, or `Drain` until the
-/// session is empty. Returns its options (to remove a drained session).
+/// session is empty. Returns its options once a drained session is empty
+/// (to remove it); None when a drain stopped before.
 #[allow(clippy::too_many_arguments)]
 async fn session(
     config: &PipelineConfig,
@@ -157,7 +161,7 @@ async fn session(
     dead_letters: &DeadLetterSink,
     health: &Health,
     shutdown: &CancellationToken,
-) -> anyhow::Result<MqttOptions> {
+) -> anyhow::Result<Option<MqttOptions>> {
     let splitter = Splitter::new(&config.payload, config.mqtt.max_message_bytes)?;
     let (host, port) = broker_address(&config.mqtt.url).map_err(anyhow::Error::msg)?;
     let mut options = MqttOptions::new(client_id, host, port);
@@ -185,13 +189,17 @@ async fn session(
     let mut failure: Option<String> = None;
     let started = std::time::Instant::now();
     let mut last_message: Option<std::time::Instant> = None;
+    let mut drained = false;
     loop {
         tokio::select! {
             biased;
             _ = shutdown.cancelled() => break,
             _ = tokio::time::sleep(Duration::from_millis(200)), if mode == Mode::Drain => {
                 match last_message {
-                    Some(at) if pending.is_empty() && at.elapsed() >= DRAIN_QUIET => break,
+                    Some(at) if pending.is_empty() && at.elapsed() >= DRAIN_QUIET => {
+                        drained = true;
+                        break;
+                    }
                     None if started.elapsed() >= DRAIN_CONNECT_TIMEOUT => {
                         tracing::warn!(client_id, "cannot open a retired MQTT session; the next start tries again");
                         break;
@@ -223,6 +231,7 @@ async fn session(
                     if !ack.session_present {
                         // Nothing was kept for it (already removed, or a
                         // broker without persistence restarted).
+                        drained = true;
                         break;
                     }
                     connection = connection.next();
@@ -319,7 +328,8 @@ async fn session(
     }
     match failure {
         Some(e) => anyhow::bail!("ingest stopped: {e}"),
-        None => Ok(options),
+        None if mode == Mode::Serve || drained => Ok(Some(options)),
+        None => Ok(None),
     }
 }
 
