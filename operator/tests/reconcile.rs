@@ -114,6 +114,28 @@ async fn a_pipeline_gets_its_workers_topics_and_conditions() {
     assert!(condition(&p, "TopicsReady").unwrap().2.contains("cannot decrease partitions"));
     assert_eq!(partitions(&broker.bootstrap_servers(), &raw), 5);
 
+    // Ingest scaled from 3 to 1: ordinal 0 is told to drain two retired
+    // MQTT sessions, and the operator keeps remembering there were three.
+    let ingest_env = |s: &StatefulSet, name: &str| {
+        let c = &s.spec.as_ref().unwrap().template.spec.as_ref().unwrap().containers[0];
+        c.env.iter().flatten().find(|e| e.name == name).and_then(|e| e.value.clone()).unwrap_or_default()
+    };
+    for (replicas, want) in [(3, ("3", "3")), (1, ("1", "3"))] {
+        let scale = serde_json::json!({"spec": {"workers": {"ingest": {"replicas": replicas}}}});
+        pipelines.patch("line-1", &PatchParams::default(), &Patch::Merge(&scale)).await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let s = workers.get("line-1-ingest").await.unwrap();
+            let got = (ingest_env(&s, "MILLRACE_REPLICAS"), ingest_env(&s, "MILLRACE_MQTT_SESSIONS"));
+            if (got.0.as_str(), got.1.as_str()) == want {
+                assert_eq!(s.metadata.annotations.unwrap()["millrace.io/mqtt-sessions"], want.1);
+                break;
+            }
+            assert!(Instant::now() < deadline, "ingest at {replicas} replicas: {got:?}, want {want:?}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     // Suspend scales every stage to zero.
     let suspend = serde_json::json!({"spec": {"suspend": true}});
     pipelines.patch("line-1", &PatchParams::default(), &Patch::Merge(&suspend)).await.unwrap();
