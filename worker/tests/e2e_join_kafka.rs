@@ -188,6 +188,30 @@ fn read_joined_once(servers: &str, topic: &str, expected: usize, deadline: Insta
     pairs
 }
 
+/// Whether the input itself was doubled: every generated record has its own
+/// `result`, so a record seen twice in the raw topic was produced twice
+/// (its pairs then come twice too, through no fault of the join).
+fn explain_raw(servers: &str, topic: &str, produced: usize) -> String {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", servers)
+        .set("group.id", unique_name("explain-raw"))
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[topic]).unwrap();
+    let mut seen = std::collections::HashMap::<String, usize>::new();
+    let mut quiet_since = Instant::now();
+    while quiet_since.elapsed() < Duration::from_secs(5) {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
+            let v: Value = serde_json::from_slice(m.payload().unwrap()).unwrap();
+            *seen.entry(v["result"].to_string()).or_default() += 1;
+            quiet_since = Instant::now();
+        }
+    }
+    let doubled = seen.values().filter(|n| **n > 1).count();
+    format!("{} records read for {produced} produced, {} distinct, {doubled} of them more than once", seen.values().sum::<usize>(), seen.len())
+}
+
 /// Why pairs may be missing: per partition of the joined topic, how many
 /// records read_committed and read_uncommitted see, and the watermarks
 /// (committed < uncommitted means a transaction was left open).
@@ -244,6 +268,7 @@ fn sigkill_at_random_moments_loses_and_doubles_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let config = config(dir.path(), &broker, &topics);
     let records = stream(12_000, 7);
+    let produced = records.len();
     let want = spec(&records);
     let feeder = feed(broker.bootstrap_servers(), topics.raw.clone(), records, Duration::from_secs(8));
 
@@ -258,8 +283,9 @@ fn sigkill_at_random_moments_loses_and_doubles_nothing() {
     feeder.join().unwrap();
     let _last = Worker::start_with(&config, "crash", true);
     let pairs = joined_pairs(&broker.bootstrap_servers(), &topics.joined, want.len());
-    if pairs.len() < want.len() {
+    if pairs.len() != want.len() {
         eprintln!("joined topic: {}", explain_joined(&broker.bootstrap_servers(), &topics.joined));
+        eprintln!("raw topic: {}", explain_raw(&broker.bootstrap_servers(), &topics.raw, produced));
     }
     check(pairs, &want);
 }

@@ -108,6 +108,8 @@ pub fn transactional_id(group: &str) -> String {
 /// dedicated thread (transactional calls block).
 pub fn run(kafka: &KafkaConfig, rules: &[JoinRuleConfig], health: Arc<Health>, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
     Joiner::new(rules)?; // rules are checked before anything connects
+    // Every line this stage logs names the instance (its transactional id).
+    let _span = tracing::info_span!("join", id = %transactional_id(&kafka.group_id)).entered();
     let metrics = health.metrics.stage("join");
     let producer: Arc<ThreadedProducer<DefaultProducerContext>> = Arc::new(
         crate::kafka::client_config(kafka)
@@ -360,6 +362,11 @@ fn commit<C: ConsumerContext>(
     let metrics = health.metrics.stage("join");
     match result {
         Ok(()) => {
+            if tracing::enabled!(tracing::Level::DEBUG) {
+                for e in offsets.elements() {
+                    tracing::debug!(partition = e.partition(), offset = ?e.offset(), position = e.metadata(), "transaction committed");
+                }
+            }
             metrics.batch(offsets.count());
             health.metrics.transaction_seconds.observe(started.elapsed().as_secs_f64());
             Ok(())
