@@ -105,18 +105,34 @@ impl Worker {
     /// `static_member`: restarts of one instance keep its group membership
     /// (the test broker never evicts a crashed dynamic member).
     fn start_with(config: &Path, instance: &str, static_member: bool) -> Self {
+        Self::launch(config, instance, static_member, None)
+    }
+
+    /// Like `start_with`, appending the worker's log, with each committed
+    /// position (debug), to `log` (read back by `stale_rebuilds`).
+    fn start_logged(config: &Path, instance: &str, log: &Path) -> Self {
+        Self::launch(config, instance, true, Some(log))
+    }
+
+    fn launch(config: &Path, instance: &str, static_member: bool, log: Option<&Path>) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        Worker(
-            Command::new(WORKER)
-                .args(["run", "--stage", "join", "--config"])
-                .arg(config)
-                .args(["--metrics-addr", &format!("127.0.0.1:{port}")])
-                .env("MILLRACE_INSTANCE", instance)
-                .env("MILLRACE_STATIC_MEMBERSHIP", if static_member { "1" } else { "0" })
-                .env("RUST_LOG", std::env::var("WORKER_LOG").unwrap_or_else(|_| "warn".into()))
-                .spawn()
-                .unwrap(),
-        )
+        let mut command = Command::new(WORKER);
+        command
+            .args(["run", "--stage", "join", "--config"])
+            .arg(config)
+            .args(["--metrics-addr", &format!("127.0.0.1:{port}")])
+            .env("MILLRACE_INSTANCE", instance)
+            .env("MILLRACE_STATIC_MEMBERSHIP", if static_member { "1" } else { "0" });
+        match log {
+            Some(path) => {
+                let file = std::fs::OpenOptions::new().create(true).append(true).open(path).unwrap();
+                command.stderr(file).env("RUST_LOG", "warn,millrace_worker::join::stage=debug");
+            }
+            None => {
+                command.env("RUST_LOG", std::env::var("WORKER_LOG").unwrap_or_else(|_| "warn".into()));
+            }
+        }
+        Worker(command.spawn().unwrap())
     }
 
     fn kill(mut self) {
@@ -186,6 +202,35 @@ fn read_joined_once(servers: &str, topic: &str, expected: usize, deadline: Insta
         }
     }
     pairs
+}
+
+/// Partitions rebuilt from a position older than their last committed
+/// transaction (the pairs between the two would be emitted again), read
+/// from a log written by `Worker::start_logged`; and the warnings in it.
+fn stale_rebuilds(log: &Path) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let mut last = std::collections::HashMap::<i64, i64>::new();
+    let (mut rebuilt, mut stale, mut warnings) = (0, Vec::new(), Vec::new());
+    for line in text.lines() {
+        let Ok(entry) = serde_json::from_str::<Value>(line) else { continue };
+        let fields = &entry["fields"];
+        match fields["message"].as_str().unwrap_or_default() {
+            "transaction committed" => {
+                let position: Value = serde_json::from_str(fields["position"].as_str().unwrap_or("{}")).unwrap_or_default();
+                last.insert(fields["partition"].as_i64().unwrap_or(-1), position["pos"].as_i64().unwrap_or(0));
+            }
+            m if m.starts_with("partition state rebuilt") => {
+                rebuilt += 1;
+                let (partition, pos) = (fields["partition"].as_i64().unwrap_or(-1), fields["pos"].as_i64().unwrap_or(0));
+                if let Some(committed) = last.get(&partition).filter(|c| pos < **c) {
+                    stale.push(format!("partition {partition} rebuilt at {pos} after {committed} was committed"));
+                }
+            }
+            _ if entry["level"] == "WARN" || entry["level"] == "ERROR" => warnings.push(line.to_string()),
+            _ => {}
+        }
+    }
+    format!("{rebuilt} rebuilds, stale: {stale:?}; warnings: {warnings:?}")
 }
 
 /// Whether the input itself was doubled: every generated record has its own
@@ -274,16 +319,19 @@ fn sigkill_at_random_moments_loses_and_doubles_nothing() {
 
     let mut rng = rand::rngs::StdRng::seed_from_u64(42);
     let mut kills = 0;
+    let log = dir.path().join("workers.log");
     while kills < 12 {
-        let worker = Worker::start_with(&config, "crash", true);
+        let worker = Worker::start_logged(&config, "crash", &log);
         std::thread::sleep(Duration::from_millis(rng.random_range(300..1200)));
         worker.kill();
         kills += 1;
     }
     feeder.join().unwrap();
-    let _last = Worker::start_with(&config, "crash", true);
+    let _last = Worker::start_logged(&config, "crash", &log);
     let pairs = joined_pairs(&broker.bootstrap_servers(), &topics.joined, want.len());
-    if pairs.len() != want.len() {
+    // What may have gone wrong (EXPLAIN=1 prints it for a passing run too).
+    if pairs.len() != want.len() || std::env::var_os("EXPLAIN").is_some() {
+        eprintln!("join workers: {}", stale_rebuilds(&log));
         eprintln!("joined topic: {}", explain_joined(&broker.bootstrap_servers(), &topics.joined));
         eprintln!("raw topic: {}", explain_raw(&broker.bootstrap_servers(), &topics.raw, produced));
     }
