@@ -119,7 +119,7 @@ const DRAIN_QUIET: Duration = Duration::from_secs(2);
 const DRAIN_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Runs ingest until `shutdown`, then acknowledges what is in flight.
-/// Ordinal 0 of a scaled-down stage first drains and removes the sessions
+/// Ordinal 0 of a scaled-down stage also drains and removes the sessions
 /// of the instances that are gone (see `mqtt_session`).
 pub async fn run(
     config: &PipelineConfig,
@@ -129,22 +129,38 @@ pub async fn run(
     health: Arc<Health>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    for retired in crate::mqtt_session::retired_from_env(&config.mqtt.client_id) {
-        if shutdown.is_cancelled() {
-            break;
+    // The retired sessions are drained beside this instance's own, once
+    // the Pods scaled away have surely stopped: one still running would
+    // take its session back (and subscribe it again) after the drain.
+    let drains = async {
+        let retired = crate::mqtt_session::retired_from_env(&config.mqtt.client_id);
+        if retired.is_empty() {
+            return Ok(());
         }
-        tracing::info!(client_id = %retired, "draining the MQTT session of an instance that was scaled away");
-        let Some(options) = session(config, &credentials, &retired, Mode::Drain, &output, &dead_letters, &health, &shutdown).await? else {
-            // Not emptied (stopped, or the broker would not open it): kept.
-            continue;
-        };
-        match crate::mqtt_session::forget(options).await {
-            Ok(()) => tracing::info!(client_id = %retired, "retired MQTT session drained and removed"),
-            Err(e) => tracing::warn!(client_id = %retired, error = %e, "cannot remove a retired MQTT session; the next start tries again"),
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            _ = tokio::time::sleep(crate::mqtt_session::drain_delay()) => {}
         }
-    }
+        for retired in retired {
+            if shutdown.is_cancelled() {
+                break;
+            }
+            tracing::info!(client_id = %retired, "draining the MQTT session of an instance that was scaled away");
+            let Some(options) = session(config, &credentials, &retired, Mode::Drain, &output, &dead_letters, &health, &shutdown).await? else {
+                // Not emptied (stopped, or the broker would not open it): kept.
+                continue;
+            };
+            match crate::mqtt_session::forget(options).await {
+                Ok(()) => tracing::info!(client_id = %retired, "retired MQTT session drained and removed"),
+                Err(e) => tracing::warn!(client_id = %retired, error = %e, "cannot remove a retired MQTT session; the next start tries again"),
+            }
+        }
+        Ok::<(), anyhow::Error>(())
+    };
     let own = client_id(&config.mqtt.client_id);
-    session(config, &credentials, &own, Mode::Serve, &output, &dead_letters, &health, &shutdown).await?;
+    let serve = session(config, &credentials, &own, Mode::Serve, &output, &dead_letters, &health, &shutdown);
+    // A failure of either ends both: the process restarts.
+    tokio::try_join!(serve, drains)?;
     Ok(())
 }
 
@@ -285,7 +301,9 @@ async fn session(
                 }
                 Ok(_) => {}
                 Err(e) => {
-                    health.set_ready(false);
+                    if mode == Mode::Serve {
+                        health.set_ready(false);
+                    }
                     metrics.error("mqtt_connection");
                     tracing::warn!(error = %e, retry_in = ?reconnect_backoff, "MQTT connection lost; reconnecting");
                     tokio::time::sleep(reconnect_backoff).await;

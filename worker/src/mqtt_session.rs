@@ -8,7 +8,8 @@
 //! be emptied and removed, or that share waits there for nobody. On
 //! Kubernetes instances are the ordinals of a StatefulSet; the operator
 //! tells each Pod the replicas and how many sessions the stage ever had,
-//! and ordinal 0 drains the retired ones before it starts its own.
+//! and ordinal 0 drains the retired ones beside its own, once the Pods
+//! scaled away have had time to stop.
 
 use std::time::Duration;
 
@@ -53,6 +54,14 @@ pub fn retired_from_env(prefix: &str) -> Vec<String> {
         (Some(instance), Some(replicas), Some(sessions)) => retired_client_ids(prefix, &instance, replicas, sessions),
         _ => Vec::new(),
     }
+}
+
+/// How long after its start ordinal 0 drains the retired sessions: longer
+/// than a Pod's termination grace period (30 s unless changed), so that
+/// the Pods scaled away have stopped. `MILLRACE_DRAIN_DELAY_SECONDS` sets it.
+pub fn drain_delay() -> Duration {
+    let seconds = std::env::var("MILLRACE_DRAIN_DELAY_SECONDS").ok().and_then(|v| v.parse().ok()).unwrap_or(35);
+    Duration::from_secs(seconds)
 }
 
 /// Removes an (emptied) session: connecting with a clean session discards

@@ -229,7 +229,11 @@ fn the_session_of_an_instance_scaled_away_is_drained_and_removed() {
     assert!(got < 5000.0, "Mosquitto gives the offline session its share, so ordinal 0 got fewer than 5000: {got}");
     assert!(first.stop().success());
     // Scaled to one replica after two sessions: ordinal 0 drains ordinal 1's.
-    let drainer = Worker::start_as(&config, "line-ingest-0", &[("MILLRACE_REPLICAS", "1"), ("MILLRACE_MQTT_SESSIONS", "2")]);
+    let drainer = Worker::start_as(
+        &config,
+        "line-ingest-0",
+        &[("MILLRACE_REPLICAS", "1"), ("MILLRACE_MQTT_SESSIONS", "2"), ("MILLRACE_DRAIN_DELAY_SECONDS", "1")],
+    );
     let raw = |m: BTreeMap<String, f64>| m.into_iter().filter(|(q, _)| !q.starts_with("derivedPower")).collect::<BTreeMap<_, _>>();
     let want = raw(expected());
     wait_for(Duration::from_secs(60), "every raw quantity in InfluxDB", || raw(counts(&influx, &db)) == want);
