@@ -43,7 +43,7 @@ fn render(sets: &[&str]) -> (Vec<(String, String, String)>, String) {
         .filter_map(|doc| serde_yaml::Value::deserialize(doc).ok())
         .filter(|v| !v.is_null())
         .map(|v| {
-            let field = |path: &[&str]| path.iter().fold(Some(&v), |v, k| v.and_then(|v| v.get(k))).and_then(|v| v.as_str()).unwrap_or("").to_string();
+            let field = |path: &[&str]| path.iter().try_fold(&v, |v, k| v.get(k)).and_then(|v| v.as_str()).unwrap_or("").to_string();
             (field(&["kind"]), field(&["metadata", "name"]), field(&["metadata", "namespace"]))
         })
         .collect();
@@ -190,7 +190,7 @@ fn pipeline(name: &str, servers: &str) -> StreamPipeline {
     let mut spec = fixtures::example(name);
     spec["spec"]["mosquitto"] = serde_json::json!({"managed": true, "persistenceSize": "1Gi"});
     spec["spec"]["grafana"] = serde_json::json!({"enabled": true});
-    fixtures::on_broker(&mut spec, &servers);
+    fixtures::on_broker(&mut spec, servers);
     serde_json::from_value(spec).unwrap()
 }
 

@@ -129,6 +129,7 @@ pub async fn run(
     health: Arc<Health>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    let ingest = Ingest { config, credentials, output, dead_letters, health, shutdown };
     // The retired sessions are drained beside this instance's own, once
     // the Pods scaled away have surely stopped: one still running would
     // take its session back (and subscribe it again) after the drain.
@@ -138,15 +139,15 @@ pub async fn run(
             return Ok(());
         }
         tokio::select! {
-            _ = shutdown.cancelled() => return Ok(()),
+            _ = ingest.shutdown.cancelled() => return Ok(()),
             _ = tokio::time::sleep(crate::mqtt_session::drain_delay()) => {}
         }
         for retired in retired {
-            if shutdown.is_cancelled() {
+            if ingest.shutdown.is_cancelled() {
                 break;
             }
             tracing::info!(client_id = %retired, "draining the MQTT session of an instance that was scaled away");
-            let Some(options) = session(config, &credentials, &retired, Mode::Drain, &output, &dead_letters, &health, &shutdown).await? else {
+            let Some(options) = ingest.session(&retired, Mode::Drain).await? else {
                 // Not emptied (stopped, or the broker would not open it): kept.
                 continue;
             };
@@ -158,197 +159,201 @@ pub async fn run(
         Ok::<(), anyhow::Error>(())
     };
     let own = client_id(&config.mqtt.client_id);
-    let serve = session(config, &credentials, &own, Mode::Serve, &output, &dead_letters, &health, &shutdown);
+    let serve = ingest.session(&own, Mode::Serve);
     // A failure of either ends both: the process restarts.
     tokio::try_join!(serve, drains)?;
     Ok(())
 }
 
-/// One persistent session: `Serve` until shutdown, or `Drain` until the
-/// session is empty. Returns its options once a drained session is empty
-/// (to remove it); None when a drain stopped before.
-#[allow(clippy::too_many_arguments)]
-async fn session(
-    config: &PipelineConfig,
-    credentials: &Option<Credentials>,
-    client_id: &str,
-    mode: Mode,
-    output: &RecordOutput,
-    dead_letters: &DeadLetterSink,
-    health: &Health,
-    shutdown: &CancellationToken,
-) -> anyhow::Result<Option<MqttOptions>> {
-    let splitter = Splitter::new(&config.payload, config.mqtt.max_message_bytes)?;
-    let (host, port) = broker_address(&config.mqtt.url).map_err(anyhow::Error::msg)?;
-    let mut options = MqttOptions::new(client_id, host, port);
-    options
-        .set_keep_alive(Duration::from_secs(30))
-        .set_clean_session(false)
-        .set_manual_acks(true)
-        // The transport takes anything MQTT allows, so that an oversized
-        // message becomes a dead letter instead of a dropped connection.
-        .set_max_packet_size(MAX_MQTT_PACKET, MAX_MQTT_PACKET)
-        .set_request_channel_capacity(MAX_IN_FLIGHT);
-    if let Some(c) = credentials {
-        options.set_credentials(c.username.clone(), c.password.clone());
-    }
-    let (client, mut events) = AsyncClient::new(options.clone(), 1024);
-    let filters = subscription_filters(&config.mqtt);
-    let qos = qos(config.mqtt.qos);
-    let metrics = health.metrics.stage("ingest");
+/// What every session of the stage shares.
+struct Ingest<'a> {
+    config: &'a PipelineConfig,
+    credentials: Option<Credentials>,
+    output: RecordOutput,
+    dead_letters: DeadLetterSink,
+    health: Arc<Health>,
+    shutdown: CancellationToken,
+}
 
-    type Pending = futures::future::BoxFuture<'static, (Publish, Connection, Result<(), String>)>;
-    let mut pending: FuturesOrdered<Pending> = FuturesOrdered::new();
-    let mut connection = Connection::default();
-    let mut acks = AckBatch::default();
-    let mut reconnect_backoff = Duration::from_millis(100);
-    let mut failure: Option<String> = None;
-    let started = std::time::Instant::now();
-    let mut last_message: Option<std::time::Instant> = None;
-    let mut drained = false;
-    loop {
-        tokio::select! {
-            biased;
-            _ = shutdown.cancelled() => break,
-            _ = tokio::time::sleep(Duration::from_millis(200)), if mode == Mode::Drain => {
-                match last_message {
-                    Some(at) if pending.is_empty() && at.elapsed() >= DRAIN_QUIET => {
-                        drained = true;
-                        break;
+impl Ingest<'_> {
+    /// One persistent session: `Serve` until shutdown, or `Drain` until the
+    /// session is empty. Returns its options once a drained session is empty
+    /// (to remove it); None when a drain stopped before.
+    async fn session(&self, client_id: &str, mode: Mode) -> anyhow::Result<Option<MqttOptions>> {
+        let Ingest { config, credentials, output, dead_letters, health, shutdown } = self;
+        let splitter = Splitter::new(&config.payload, config.mqtt.max_message_bytes)?;
+        let (host, port) = broker_address(&config.mqtt.url).map_err(anyhow::Error::msg)?;
+        let mut options = MqttOptions::new(client_id, host, port);
+        options
+            .set_keep_alive(Duration::from_secs(30))
+            .set_clean_session(false)
+            .set_manual_acks(true)
+            // The transport takes anything MQTT allows, so that an oversized
+            // message becomes a dead letter instead of a dropped connection.
+            .set_max_packet_size(MAX_MQTT_PACKET, MAX_MQTT_PACKET)
+            .set_request_channel_capacity(MAX_IN_FLIGHT);
+        if let Some(c) = credentials {
+            options.set_credentials(c.username.clone(), c.password.clone());
+        }
+        let (client, mut events) = AsyncClient::new(options.clone(), 1024);
+        let filters = subscription_filters(&config.mqtt);
+        let qos = qos(config.mqtt.qos);
+        let metrics = health.metrics.stage("ingest");
+
+        type Pending = futures::future::BoxFuture<'static, (Publish, Connection, Result<(), String>)>;
+        let mut pending: FuturesOrdered<Pending> = FuturesOrdered::new();
+        let mut connection = Connection::default();
+        let mut acks = AckBatch::default();
+        let mut reconnect_backoff = Duration::from_millis(100);
+        let mut failure: Option<String> = None;
+        let started = std::time::Instant::now();
+        let mut last_message: Option<std::time::Instant> = None;
+        let mut drained = false;
+        loop {
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break,
+                _ = tokio::time::sleep(Duration::from_millis(200)), if mode == Mode::Drain => {
+                    match last_message {
+                        Some(at) if pending.is_empty() && at.elapsed() >= DRAIN_QUIET => {
+                            drained = true;
+                            break;
+                        }
+                        None if started.elapsed() >= DRAIN_CONNECT_TIMEOUT => {
+                            tracing::warn!(client_id, "cannot open a retired MQTT session; the next start tries again");
+                            break;
+                        }
+                        _ => {}
                     }
-                    None if started.elapsed() >= DRAIN_CONNECT_TIMEOUT => {
-                        tracing::warn!(client_id, "cannot open a retired MQTT session; the next start tries again");
-                        break;
-                    }
-                    _ => {}
                 }
-            }
-            Some((publish, arrived_on, result)) = pending.next(), if !pending.is_empty() => {
-                if let Err(e) = result {
-                    // Not acknowledging lets the broker redeliver after restart.
-                    failure = Some(e);
-                    break;
-                }
-                acks.push(&publish, arrived_on, connection);
-                // Batch whatever else is ready: one flush for all of them.
-                while let Some(Some((publish, arrived_on, result))) = pending.next().now_or_never() {
+                Some((publish, arrived_on, result)) = pending.next(), if !pending.is_empty() => {
                     if let Err(e) = result {
+                        // Not acknowledging lets the broker redeliver after restart.
                         failure = Some(e);
                         break;
                     }
                     acks.push(&publish, arrived_on, connection);
-                }
-                if failure.is_some() {
-                    break;
-                }
-            }
-            event = events.poll(), if pending.len() < MAX_IN_FLIGHT => match event {
-                Ok(Event::Incoming(Packet::ConnAck(ack))) if mode == Mode::Drain => {
-                    if !ack.session_present {
-                        // Nothing was kept for it (already removed, or a
-                        // broker without persistence restarted).
-                        drained = true;
+                    // Batch whatever else is ready: one flush for all of them.
+                    while let Some(Some((publish, arrived_on, result))) = pending.next().now_or_never() {
+                        if let Err(e) = result {
+                            failure = Some(e);
+                            break;
+                        }
+                        acks.push(&publish, arrived_on, connection);
+                    }
+                    if failure.is_some() {
                         break;
                     }
-                    connection = connection.next();
-                    last_message = Some(std::time::Instant::now());
-                    // No new messages for a session nobody will open again;
-                    // what it holds still comes.
-                    for f in &filters {
-                        if let Err(e) = client.try_unsubscribe(f.as_str()) {
-                            tracing::warn!(filter = %f, error = %e, "cannot unsubscribe a retired session");
-                        }
-                    }
                 }
-                Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                    connection = connection.next();
-                    reconnect_backoff = Duration::from_millis(100);
-                    // A persistent session keeps subscriptions, but a broker
-                    // that lost its state does not: subscribe every time.
-                    for f in &filters {
-                        if let Err(e) = client.try_subscribe(f.as_str(), qos) {
-                            tracing::warn!(filter = %f, error = %e, "cannot subscribe");
+                event = events.poll(), if pending.len() < MAX_IN_FLIGHT => match event {
+                    Ok(Event::Incoming(Packet::ConnAck(ack))) if mode == Mode::Drain => {
+                        if !ack.session_present {
+                            // Nothing was kept for it (already removed, or a
+                            // broker without persistence restarted).
+                            drained = true;
+                            break;
                         }
-                    }
-                    tracing::info!(filters = ?filters, "connected to MQTT and subscribed");
-                    health.set_ready(true);
-                }
-                Ok(Event::Incoming(Packet::Publish(publish))) => {
-                    metrics.record_in(1);
-                    if mode == Mode::Drain {
+                        connection = connection.next();
                         last_message = Some(std::time::Instant::now());
-                    }
-                    let split = splitter.split(&publish.payload);
-                    let mut deliveries = Vec::with_capacity(2);
-                    if let Some(problem) = split.problem {
-                        metrics.dead_letter(&problem.reason);
-                        let letter = DeadLetter::new(problem.reason, problem.detail, format!("mqtt:{}", publish.topic), &publish.payload);
-                        deliveries.push(dead_letters.send(&letter).await);
-                    }
-                    if !split.records.is_empty() {
-                        metrics.record_out(split.records.len() as u64);
-                        deliveries.push(output.send(split.records).await);
-                    }
-                    let arrived_on = connection;
-                    pending.push_back(Box::pin(async move {
-                        for d in deliveries {
-                            if let Err(e) = d.await {
-                                return (publish, arrived_on, Err(e));
+                        // No new messages for a session nobody will open again;
+                        // what it holds still comes.
+                        for f in &filters {
+                            if let Err(e) = client.try_unsubscribe(f.as_str()) {
+                                tracing::warn!(filter = %f, error = %e, "cannot unsubscribe a retired session");
                             }
                         }
-                        (publish, arrived_on, Ok(()))
-                    }));
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    if mode == Mode::Serve {
-                        health.set_ready(false);
                     }
-                    metrics.error("mqtt_connection");
-                    tracing::warn!(error = %e, retry_in = ?reconnect_backoff, "MQTT connection lost; reconnecting");
-                    tokio::time::sleep(reconnect_backoff).await;
-                    reconnect_backoff = (reconnect_backoff * 2).min(Duration::from_secs(5));
+                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                        connection = connection.next();
+                        reconnect_backoff = Duration::from_millis(100);
+                        // A persistent session keeps subscriptions, but a broker
+                        // that lost its state does not: subscribe every time.
+                        for f in &filters {
+                            if let Err(e) = client.try_subscribe(f.as_str(), qos) {
+                                tracing::warn!(filter = %f, error = %e, "cannot subscribe");
+                            }
+                        }
+                        tracing::info!(filters = ?filters, "connected to MQTT and subscribed");
+                        health.set_ready(true);
+                    }
+                    Ok(Event::Incoming(Packet::Publish(publish))) => {
+                        metrics.record_in(1);
+                        if mode == Mode::Drain {
+                            last_message = Some(std::time::Instant::now());
+                        }
+                        let split = splitter.split(&publish.payload);
+                        let mut deliveries = Vec::with_capacity(2);
+                        if let Some(problem) = split.problem {
+                            metrics.dead_letter(&problem.reason);
+                            let letter = DeadLetter::new(problem.reason, problem.detail, format!("mqtt:{}", publish.topic), &publish.payload);
+                            deliveries.push(dead_letters.send(&letter).await);
+                        }
+                        if !split.records.is_empty() {
+                            metrics.record_out(split.records.len() as u64);
+                            deliveries.push(output.send(split.records).await);
+                        }
+                        let arrived_on = connection;
+                        pending.push_back(Box::pin(async move {
+                            for d in deliveries {
+                                if let Err(e) = d.await {
+                                    return (publish, arrived_on, Err(e));
+                                }
+                            }
+                            (publish, arrived_on, Ok(()))
+                        }));
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        if mode == Mode::Serve {
+                            health.set_ready(false);
+                        }
+                        metrics.error("mqtt_connection");
+                        tracing::warn!(error = %e, retry_in = ?reconnect_backoff, "MQTT connection lost; reconnecting");
+                        tokio::time::sleep(reconnect_backoff).await;
+                        reconnect_backoff = (reconnect_backoff * 2).min(Duration::from_secs(5));
+                    }
+                },
+            }
+            if !acks.is_empty() {
+                write_acks(&mut acks, &mut events, &metrics).await;
+            }
+        }
+        if mode == Mode::Serve {
+            health.set_ready(false);
+        }
+        // Graceful stop: acknowledge everything that was accepted downstream.
+        if failure.is_none() {
+            while let Some((publish, arrived_on, result)) = pending.next().await {
+                if let Err(e) = result {
+                    failure = Some(e);
+                    break;
                 }
-            },
+                acks.push(&publish, arrived_on, connection);
+            }
         }
         if !acks.is_empty() {
             write_acks(&mut acks, &mut events, &metrics).await;
         }
-    }
-    if mode == Mode::Serve {
-        health.set_ready(false);
-    }
-    // Graceful stop: acknowledge everything that was accepted downstream.
-    if failure.is_none() {
-        while let Some((publish, arrived_on, result)) = pending.next().await {
-            if let Err(e) = result {
-                failure = Some(e);
-                break;
-            }
-            acks.push(&publish, arrived_on, connection);
+        // Disconnect, then wait until the broker closes the connection: it reads
+        // one packet per turn, so the last acknowledgements may still be unread,
+        // and closing first (a reset) would make Mosquitto drop them.
+        let _ = client.try_disconnect();
+        let closed = async {
+            while events.poll().await.is_ok() {}
+        };
+        if tokio::time::timeout(Duration::from_secs(5), closed).await.is_err() {
+            tracing::warn!("the MQTT broker did not close the connection within 5 s of DISCONNECT; messages whose acknowledgement it did not read are redelivered on the next connection");
+        }
+        if acks.skipped_stale > 0 {
+            tracing::info!(messages = acks.skipped_stale, "acknowledgements skipped for messages of an earlier connection; the broker redelivers those");
+        }
+        match failure {
+            Some(e) => anyhow::bail!("ingest stopped: {e}"),
+            None if mode == Mode::Serve || drained => Ok(Some(options)),
+            None => Ok(None),
         }
     }
-    if !acks.is_empty() {
-        write_acks(&mut acks, &mut events, &metrics).await;
-    }
-    // Disconnect, then wait until the broker closes the connection: it reads
-    // one packet per turn, so the last acknowledgements may still be unread,
-    // and closing first (a reset) would make Mosquitto drop them.
-    let _ = client.try_disconnect();
-    let closed = async {
-        while events.poll().await.is_ok() {}
-    };
-    if tokio::time::timeout(Duration::from_secs(5), closed).await.is_err() {
-        tracing::warn!("the MQTT broker did not close the connection within 5 s of DISCONNECT; messages whose acknowledgement it did not read are redelivered on the next connection");
-    }
-    if acks.skipped_stale > 0 {
-        tracing::info!(messages = acks.skipped_stale, "acknowledgements skipped for messages of an earlier connection; the broker redelivers those");
-    }
-    match failure {
-        Some(e) => anyhow::bail!("ingest stopped: {e}"),
-        None if mode == Mode::Serve || drained => Ok(Some(options)),
-        None => Ok(None),
-    }
+
 }
 
 async fn write_acks(acks: &mut AckBatch, events: &mut rumqttc::EventLoop, metrics: &crate::metrics::StageMetrics<'_>) {
@@ -365,8 +370,7 @@ mod tests {
 
     #[test]
     fn shared_subscriptions_wrap_every_filter() {
-        let mut m = MqttSource::default();
-        m.topics = vec!["machines/#".into(), "plant/+/state".into()];
+        let mut m = MqttSource { topics: vec!["machines/#".into(), "plant/+/state".into()], ..Default::default() };
         assert_eq!(subscription_filters(&m), vec!["$share/millrace/machines/#", "$share/millrace/plant/+/state"]);
         m.share_group.clear();
         assert_eq!(subscription_filters(&m), vec!["machines/#", "plant/+/state"]);

@@ -217,7 +217,7 @@ pub async fn run(source: Source, options: Options) -> anyhow::Result<Summary> {
         }
         published += 1;
         if let Some(bar) = &bar {
-            if published % 256 == 0 {
+            if published.is_multiple_of(256) {
                 bar.set_position(published);
             }
         }

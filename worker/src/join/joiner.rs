@@ -182,11 +182,14 @@ pub struct JoinCounts {
     pub not_a_number: u64,
 }
 
+/// A quantity's parsed name and the rules it feeds.
+type QuantityEntry = (Arc<QuantityName>, Arc<[Route]>);
+
 /// The join of a whole pipeline.
 pub struct Joiner {
     rules: Vec<RuleState>,
     things: HashMap<Box<str>, (u32, Arc<str>)>,
-    quantities: HashMap<Box<str>, (Arc<QuantityName>, Arc<[Route]>)>,
+    quantities: HashMap<Box<str>, QuantityEntry>,
     pub counts: JoinCounts,
 }
 

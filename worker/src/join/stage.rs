@@ -21,6 +21,7 @@
 //! committed offsets); a fenced producer stops the process, which is then
 //! restarted.
 
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -174,21 +175,20 @@ pub fn run(kafka: &KafkaConfig, rules: &[JoinRuleConfig], health: Arc<Health>, s
                 in_transaction.store(true, Ordering::SeqCst);
             }
             let (partition, offset) = (m.partition(), m.offset());
-            if !partitions.contains_key(&partition) {
-                let position = committed_position(&consumer, &kafka.topics.raw.name, partition)?;
-                tracing::info!(partition, first_offset = offset, pos = position.pos, late = position.late.len(), "partition state rebuilt from the committed position");
-                partitions.insert(
-                    partition,
-                    PartitionState {
+            let state = match partitions.entry(partition) {
+                Entry::Occupied(e) => e.into_mut(),
+                Entry::Vacant(e) => {
+                    let position = committed_position(&consumer, &kafka.topics.raw.name, partition)?;
+                    tracing::info!(partition, first_offset = offset, pos = position.pos, late = position.late.len(), "partition state rebuilt from the committed position");
+                    e.insert(PartitionState {
                         joiner: Joiner::new(rules)?,
                         suppress_before: position.pos,
                         skip: position.late.iter().copied().collect(),
                         late: position.late.clone(),
                         next: offset,
-                    },
-                );
-            }
-            let state = partitions.get_mut(&partition).expect("inserted above");
+                    })
+                }
+            };
             state.next = offset + 1;
             metrics.record_in(1);
             if state.skip.contains(&offset) {
