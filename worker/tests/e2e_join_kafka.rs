@@ -153,6 +153,19 @@ impl Drop for Worker {
     }
 }
 
+/// Assigns every partition of `topic` from its beginning: no consumer
+/// group, so reading does not wait on the broker's group coordinator
+/// (which, on noida-db, was seen not to serve new groups for minutes after
+/// a broker restart).
+fn read_all_partitions(consumer: &BaseConsumer, topic: &str) {
+    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(30)).unwrap();
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for p in metadata.topics()[0].partitions() {
+        tpl.add_partition_offset(topic, p.id(), rdkafka::Offset::Beginning).unwrap();
+    }
+    consumer.assign(&tpl).unwrap();
+}
+
 /// The joined topic as pairs, read_committed from the beginning, once it
 /// holds at least `expected` records and stops growing (or after 120 s).
 ///
@@ -181,7 +194,7 @@ fn read_joined_once(servers: &str, topic: &str, expected: usize, deadline: Insta
         .set("isolation.level", "read_committed")
         .create()
         .unwrap();
-    consumer.subscribe(&[topic]).unwrap();
+    read_all_partitions(&consumer, topic);
     let mut pairs = Vec::new();
     let mut quiet_since = Instant::now();
     while Instant::now() < deadline {
@@ -243,7 +256,7 @@ fn explain_raw(servers: &str, topic: &str, produced: usize) -> String {
         .set("auto.offset.reset", "earliest")
         .create()
         .unwrap();
-    consumer.subscribe(&[topic]).unwrap();
+    read_all_partitions(&consumer, topic);
     let mut seen = std::collections::HashMap::<String, usize>::new();
     let mut quiet_since = Instant::now();
     while quiet_since.elapsed() < Duration::from_secs(5) {
@@ -270,7 +283,7 @@ fn explain_joined(servers: &str, topic: &str) -> String {
             .set("isolation.level", isolation)
             .create()
             .unwrap();
-        consumer.subscribe(&[topic]).unwrap();
+        read_all_partitions(&consumer, topic);
         let mut per_partition = std::collections::BTreeMap::<i32, (usize, i64)>::new();
         let mut quiet_since = Instant::now();
         while quiet_since.elapsed() < Duration::from_secs(5) {

@@ -65,6 +65,26 @@ struct PartitionState {
     next: i64,
 }
 
+impl PartitionState {
+    /// What to commit for this partition: the offset of the oldest record
+    /// the join still holds, and the position whose pairs are committed.
+    ///
+    /// While a rebuilt partition replays, `next` is behind the position
+    /// committed before (`suppress_before`); committing `next` then would
+    /// move the position back, and after another restart the pairs between
+    /// the two would be emitted a second time. The position never goes back.
+    fn to_commit(&mut self, partition: i32) -> (i64, CommitPosition) {
+        let oldest = self.joiner.min_retained_seq().map(|s| s as i64).unwrap_or(self.next).min(self.next);
+        self.late.retain(|o| *o >= oldest);
+        if self.late.len() > MAX_LATE_IN_METADATA {
+            tracing::warn!(partition, late = self.late.len(), "too many late records to remember; a replay may join some of them");
+            let excess = self.late.len() - MAX_LATE_IN_METADATA;
+            self.late.drain(..excess);
+        }
+        (oldest, CommitPosition { pos: self.next.max(self.suppress_before), late: self.late.clone() })
+    }
+}
+
 /// Tells the stage loop about rebalances, and aborts the open transaction
 /// before partitions go: the new owner redoes that work.
 struct RebalanceContext {
@@ -340,14 +360,7 @@ fn commit<C: ConsumerContext>(
     }
     let mut offsets = TopicPartitionList::new();
     for (partition, state) in partitions.iter_mut() {
-        let oldest = state.joiner.min_retained_seq().map(|s| s as i64).unwrap_or(state.next).min(state.next);
-        state.late.retain(|o| *o >= oldest);
-        if state.late.len() > MAX_LATE_IN_METADATA {
-            tracing::warn!(partition, late = state.late.len(), "too many late records to remember; a replay may join some of them");
-            let excess = state.late.len() - MAX_LATE_IN_METADATA;
-            state.late.drain(..excess);
-        }
-        let position = CommitPosition { pos: state.next, late: state.late.clone() };
+        let (oldest, position) = state.to_commit(*partition);
         offsets.add_partition_offset(topic, *partition, Offset::Offset(oldest))?;
         if let Some(mut e) = offsets.find_partition(topic, *partition) {
             e.set_metadata(serde_json::to_string(&position).expect("a position always serializes"));
@@ -396,5 +409,25 @@ fn commit<C: ConsumerContext>(
             tracing::warn!(error = %e, "transaction aborted; replaying from the committed offsets");
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::PipelineConfig;
+
+    fn state(suppress_before: i64, next: i64) -> PartitionState {
+        let config = PipelineConfig::from_yaml("joins:\n  - {name: power, left: 'actSpeed_(C\\d+)', right: 'vaTorque_(C\\d+)'}\n").unwrap();
+        PartitionState { joiner: Joiner::new(&config.joins).unwrap(), suppress_before, skip: BTreeSet::new(), late: Vec::new(), next }
+    }
+
+    #[test]
+    fn a_replaying_partition_never_commits_an_earlier_position() {
+        // Rebuilt from offset 1003 after 1041 was committed: one record in.
+        let (offset, position) = state(1041, 1004).to_commit(0);
+        assert_eq!((offset, position.pos), (1004, 1041));
+        // Past the old position, the consumed position counts.
+        assert_eq!(state(1041, 1100).to_commit(0).1.pos, 1100);
     }
 }
