@@ -218,7 +218,8 @@ fn read_joined_once(servers: &str, topic: &str, expected: usize, deadline: Insta
 }
 
 /// Partitions rebuilt from a position older than their last committed
-/// transaction (the pairs between the two would be emitted again), read
+/// transaction, or committing a position older than the one before (the
+/// pairs between the two would be emitted again), read
 /// from a log written by `Worker::start_logged`; and the warnings in it.
 fn stale_rebuilds(log: &Path) -> String {
     let text = std::fs::read_to_string(log).unwrap_or_default();
@@ -230,7 +231,10 @@ fn stale_rebuilds(log: &Path) -> String {
         match fields["message"].as_str().unwrap_or_default() {
             "transaction committed" => {
                 let position: Value = serde_json::from_str(fields["position"].as_str().unwrap_or("{}")).unwrap_or_default();
-                last.insert(fields["partition"].as_i64().unwrap_or(-1), position["pos"].as_i64().unwrap_or(0));
+                let (partition, pos) = (fields["partition"].as_i64().unwrap_or(-1), position["pos"].as_i64().unwrap_or(0));
+                if let Some(before) = last.insert(partition, pos).filter(|before| pos < *before) {
+                    stale.push(format!("partition {partition} committed {pos} after {before}"));
+                }
             }
             m if m.starts_with("partition state rebuilt") => {
                 rebuilt += 1;
