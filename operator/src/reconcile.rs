@@ -155,14 +155,20 @@ async fn apply_pipeline(p: Arc<StreamPipeline>, ctx: &Context) -> Result<Action,
             let hash = workers::config_hash(&config);
             apply(client, &namespace, &config).await?;
             let (mut ready, mut wanted) = (0, 0);
-            let ingest_name = format!("{}-{}", p.name_any(), Stage::Ingest.name());
+            let ingest_name = workers::stage_name(&p, Stage::Ingest);
             let live_ingest = Api::<StatefulSet>::namespaced(client.clone(), &namespace).get_opt(&ingest_name).await?;
+            if live_ingest.is_none() {
+                // Before StatefulSets, each stage was a Deployment of the same
+                // name: removed once, before the StatefulSets are made (so a
+                // resync does not look for them again).
+                for stage in Stage::ALL {
+                    delete_if_owned::<Deployment>(client, &namespace, &workers::stage_name(&p, stage), &p).await?;
+                }
+            }
             let sessions = workers::mqtt_sessions(&p, live_ingest.as_ref());
             for stage in Stage::ALL {
                 apply(client, &namespace, &workers::metrics_service(&p, stage)).await?;
                 let applied = apply(client, &namespace, &workers::stateful_set(&p, stage, &hash, sessions)).await?;
-                // Before StatefulSets, each stage was a Deployment of that name.
-                delete_if_owned::<Deployment>(client, &namespace, &format!("{}-{}", p.name_any(), stage.name()), &p).await?;
                 wanted += applied.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0);
                 ready += applied.status.as_ref().and_then(|s| s.ready_replicas).unwrap_or(0);
             }

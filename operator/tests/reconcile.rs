@@ -347,3 +347,37 @@ async fn a_resync_of_an_unchanged_pipeline_only_reads() {
     assert!(writes.iter().any(|(_, path)| path.ends_with("/statefulsets/steady-join")), "{writes:?}");
     assert_eq!(workers.get("steady-join").await.unwrap().spec.unwrap().replicas, Some(2));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stage_deployments_of_an_earlier_operator_give_way_to_stateful_sets() {
+    use kube::Resource;
+    let kube = require!(KubeApi::shared());
+    let broker = require!(KafkaBroker::start());
+    let client = install_crd(kube).await;
+    let ns = kube.create_namespace(&unique_name("old")).await.unwrap();
+    let mut spec = example("line-4");
+    fixtures::on_broker(&mut spec, &broker.bootstrap_servers());
+    let pipelines: Api<StreamPipeline> = Api::namespaced(client.clone(), &ns);
+    let p = pipelines.create(&PostParams::default(), &serde_json::from_value(spec).unwrap()).await.unwrap();
+    // What an operator before StatefulSets made: a Deployment per stage.
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    for stage in ["ingest", "join", "export"] {
+        let old: Deployment = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": format!("line-4-{stage}"), "ownerReferences": [p.controller_owner_ref(&()).unwrap()]},
+            "spec": {
+                "selector": {"matchLabels": {"old": stage}},
+                "template": {"metadata": {"labels": {"old": stage}}, "spec": {"containers": [{"name": "worker", "image": "millrace/worker:old"}]}}
+            }
+        }))
+        .unwrap();
+        deployments.create(&PostParams::default(), &old).await.unwrap();
+    }
+    let controller = controller_for(&client, &ns);
+    wait_for(&pipelines, "line-4", "workers applied", |p| p.status.as_ref().is_some_and(|s| s.stages.is_some())).await;
+    let workers: Api<StatefulSet> = Api::namespaced(client.clone(), &ns);
+    for stage in ["ingest", "join", "export"] {
+        workers.get(&format!("line-4-{stage}")).await.unwrap();
+        assert!(deployments.get_opt(&format!("line-4-{stage}")).await.unwrap().is_none(), "the old {stage} Deployment is still there");
+    }
+    controller.abort();
+}

@@ -159,13 +159,20 @@ pub fn mqtt_sessions(p: &StreamPipeline, live: Option<&StatefulSet>) -> i32 {
     recorded.max(live_replicas).max(p.spec.workers.ingest.replicas)
 }
 
+/// The name of a stage's StatefulSet (and, before StatefulSets, of its
+/// Deployment).
+pub fn stage_name(p: &StreamPipeline, stage: Stage) -> String {
+    format!("{}-{}", p.name_any(), stage.name())
+}
+
 /// The StatefulSet of one stage. `config_hash` rolls it when the
 /// configuration changes; `suspend` scales it to zero. `mqtt_sessions`
 /// (see [`mqtt_sessions`]) matters to the ingest stage only.
 pub fn stateful_set(p: &StreamPipeline, stage: Stage, config_hash: &str, mqtt_sessions: i32) -> StatefulSet {
-    let name = format!("{}-{}", p.name_any(), stage.name());
+    let name = stage_name(p, stage);
     let selector = labels(p, stage.name());
     let replicas = if p.spec.suspend { 0 } else { stage.spec(p).replicas };
+    let mqtt_sessions = mqtt_sessions.max(replicas);
     let mut env = vec![EnvVar {
         // A stable, unique instance name: the join stage's transactional id.
         name: "MILLRACE_INSTANCE".into(),
@@ -180,7 +187,7 @@ pub fn stateful_set(p: &StreamPipeline, stage: Stage, config_hash: &str, mqtt_se
         Stage::Ingest => {
             // Ordinal 0 drains the sessions of ordinals in [replicas, sessions).
             env.push(plain("MILLRACE_REPLICAS", replicas.to_string()));
-            env.push(plain("MILLRACE_MQTT_SESSIONS", mqtt_sessions.max(replicas).to_string()));
+            env.push(plain("MILLRACE_MQTT_SESSIONS", mqtt_sessions.to_string()));
         }
         // Stable names: a restarted Pod takes its partitions back at once.
         Stage::Join => env.push(plain("MILLRACE_STATIC_MEMBERSHIP", "1".into())),
@@ -211,7 +218,7 @@ pub fn stateful_set(p: &StreamPipeline, stage: Stage, config_hash: &str, mqtt_se
     };
     let mut meta = metadata(p, name, stage.name());
     if stage == Stage::Ingest {
-        meta.annotations = Some(BTreeMap::from([(MQTT_SESSIONS_ANNOTATION.to_string(), mqtt_sessions.max(replicas).to_string())]));
+        meta.annotations = Some(BTreeMap::from([(MQTT_SESSIONS_ANNOTATION.to_string(), mqtt_sessions.to_string())]));
     }
     StatefulSet {
         metadata: meta,
