@@ -221,11 +221,11 @@ fn bench_join(records: usize) -> anyhow::Result<()> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    // A stable MQTT client id, so that the ingest bench can reconnect to its session.
     // RUST_LOG=info shows what the stages log (reconnects, skipped acknowledgements).
     if let Ok(filter) = std::env::var("RUST_LOG") {
         tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
     }
+    // A stable MQTT client id, so that the ingest bench can reconnect to its session.
     if std::env::var_os("MILLRACE_INSTANCE").is_none() {
         std::env::set_var("MILLRACE_INSTANCE", "bench");
     }

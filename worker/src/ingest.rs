@@ -200,8 +200,7 @@ impl Ingest<'_> {
         let qos = qos(config.mqtt.qos);
         let metrics = health.metrics.stage("ingest");
 
-        type Pending = futures::future::BoxFuture<'static, (Publish, Connection, Result<(), String>)>;
-        let mut pending: FuturesOrdered<Pending> = FuturesOrdered::new();
+        let mut pending: FuturesOrdered<futures::future::BoxFuture<'static, Delivered>> = FuturesOrdered::new();
         let mut connection = Connection::default();
         let mut acks = AckBatch::default();
         let mut reconnect_backoff = Duration::from_millis(100);
@@ -226,22 +225,11 @@ impl Ingest<'_> {
                         _ => {}
                     }
                 }
-                Some((publish, arrived_on, result)) = pending.next(), if !pending.is_empty() => {
-                    if let Err(e) = result {
-                        // Not acknowledging lets the broker redeliver after restart.
-                        failure = Some(e);
-                        break;
-                    }
-                    acks.push(&publish, arrived_on, connection);
+                Some(delivered) = pending.next(), if !pending.is_empty() => {
                     // Batch whatever else is ready: one flush for all of them.
-                    while let Some(Some((publish, arrived_on, result))) = pending.next().now_or_never() {
-                        if let Err(e) = result {
-                            failure = Some(e);
-                            break;
-                        }
-                        acks.push(&publish, arrived_on, connection);
-                    }
-                    if failure.is_some() {
+                    let mut ready = std::iter::once(delivered).chain(std::iter::from_fn(|| pending.next().now_or_never().flatten()));
+                    if let Err(e) = ready.try_for_each(|d| settle(&mut acks, d, connection)) {
+                        failure = Some(e);
                         break;
                     }
                 }
@@ -323,25 +311,18 @@ impl Ingest<'_> {
         }
         // Graceful stop: acknowledge everything that was accepted downstream.
         if failure.is_none() {
-            while let Some((publish, arrived_on, result)) = pending.next().await {
-                if let Err(e) = result {
+            while let Some(delivered) = pending.next().await {
+                if let Err(e) = settle(&mut acks, delivered, connection) {
                     failure = Some(e);
                     break;
                 }
-                acks.push(&publish, arrived_on, connection);
             }
         }
         if !acks.is_empty() {
             write_acks(&mut acks, &mut events, &metrics).await;
         }
-        // Disconnect, then wait until the broker closes the connection: it reads
-        // one packet per turn, so the last acknowledgements may still be unread,
-        // and closing first (a reset) would make Mosquitto drop them.
-        let _ = client.try_disconnect();
-        let closed = async {
-            while events.poll().await.is_ok() {}
-        };
-        if tokio::time::timeout(Duration::from_secs(5), closed).await.is_err() {
+        // The last acknowledgements must be read by the broker before we close.
+        if tokio::time::timeout(Duration::from_secs(5), crate::mqtt_session::disconnect(&client, &mut events)).await.is_err() {
             tracing::warn!("the MQTT broker did not close the connection within 5 s of DISCONNECT; messages whose acknowledgement it did not read are redelivered on the next connection");
         }
         if acks.skipped_stale > 0 {
@@ -353,7 +334,19 @@ impl Ingest<'_> {
             None => Ok(None),
         }
     }
+}
 
+/// A message, the connection it came on, and whether downstream took all
+/// of its records.
+type Delivered = (Publish, Connection, Result<(), String>);
+
+/// Queues the acknowledgement of a message whose records downstream took,
+/// or returns why it did not: then nothing is acknowledged, and the broker
+/// redelivers the message after a restart.
+fn settle(acks: &mut AckBatch, (publish, arrived_on, result): Delivered, current: Connection) -> Result<(), String> {
+    result?;
+    acks.push(&publish, arrived_on, current);
+    Ok(())
 }
 
 async fn write_acks(acks: &mut AckBatch, events: &mut rumqttc::EventLoop, metrics: &crate::metrics::StageMetrics<'_>) {

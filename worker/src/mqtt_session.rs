@@ -13,7 +13,7 @@
 
 use std::time::Duration;
 
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet};
+use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet};
 
 /// The instance name: the Pod name on Kubernetes.
 pub fn instance() -> Option<String> {
@@ -64,6 +64,15 @@ pub fn drain_delay() -> Duration {
     Duration::from_secs(seconds)
 }
 
+/// Sends DISCONNECT and waits until the broker closes the connection. The
+/// broker reads one packet per turn: what was written just before (the
+/// last acknowledgements) may still be unread, and closing first (a reset)
+/// makes Mosquitto drop it.
+pub async fn disconnect(client: &AsyncClient, events: &mut EventLoop) {
+    let _ = client.try_disconnect();
+    while events.poll().await.is_ok() {}
+}
+
 /// Removes an (emptied) session: connecting with a clean session discards
 /// it and its subscriptions.
 pub async fn forget(mut options: MqttOptions) -> Result<(), String> {
@@ -77,8 +86,7 @@ pub async fn forget(mut options: MqttOptions) -> Result<(), String> {
                 Err(e) => return Err(e.to_string()),
             }
         }
-        let _ = client.try_disconnect();
-        while events.poll().await.is_ok() {}
+        disconnect(&client, &mut events).await;
         Ok(())
     };
     tokio::time::timeout(Duration::from_secs(10), removed).await.map_err(|_| "no answer within 10 s".to_string())?

@@ -109,7 +109,7 @@ impl Worker {
     }
 
     /// Like `start_with`, appending the worker's log, with each committed
-    /// position (debug), to `log` (read back by `stale_rebuilds`).
+    /// position (debug), to `log` (read back by `positions_that_went_back`).
     fn start_logged(config: &Path, instance: &str, log: &Path) -> Self {
         Self::launch(config, instance, true, Some(log))
     }
@@ -153,17 +153,36 @@ impl Drop for Worker {
     }
 }
 
-/// Assigns every partition of `topic` from its beginning: no consumer
-/// group, so reading does not wait on the broker's group coordinator
-/// (which, on noida-db, was seen not to serve new groups for minutes after
-/// a broker restart).
-fn read_all_partitions(consumer: &BaseConsumer, topic: &str) {
+/// A new consumer of every partition of `topic` from its beginning, at
+/// `isolation` (read_committed or read_uncommitted). No consumer group, so
+/// reading does not wait on the broker's group coordinator (which, on
+/// noida-db, was seen not to serve new groups for minutes after a broker
+/// restart).
+fn reader(servers: &str, topic: &str, isolation: &str) -> BaseConsumer {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", servers)
+        .set("group.id", unique_name("reader"))
+        .set("isolation.level", isolation)
+        .create()
+        .unwrap();
     let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(30)).unwrap();
     let mut tpl = rdkafka::TopicPartitionList::new();
     for p in metadata.topics()[0].partitions() {
         tpl.add_partition_offset(topic, p.id(), rdkafka::Offset::Beginning).unwrap();
     }
     consumer.assign(&tpl).unwrap();
+    consumer
+}
+
+/// Hands every message to `each` until none came for 5 s.
+fn read_until_quiet(consumer: &BaseConsumer, mut each: impl FnMut(&rdkafka::message::BorrowedMessage<'_>)) {
+    let mut quiet_since = Instant::now();
+    while quiet_since.elapsed() < Duration::from_secs(5) {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
+            each(&m);
+            quiet_since = Instant::now();
+        }
+    }
 }
 
 /// The joined topic as pairs, read_committed from the beginning, once it
@@ -187,14 +206,7 @@ fn joined_pairs(servers: &str, topic: &str, expected: usize) -> Vec<Pair> {
 }
 
 fn read_joined_once(servers: &str, topic: &str, expected: usize, deadline: Instant) -> Vec<Pair> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", servers)
-        .set("group.id", unique_name("reader"))
-        .set("auto.offset.reset", "earliest")
-        .set("isolation.level", "read_committed")
-        .create()
-        .unwrap();
-    read_all_partitions(&consumer, topic);
+    let consumer = reader(servers, topic, "read_committed");
     let mut pairs = Vec::new();
     let mut quiet_since = Instant::now();
     while Instant::now() < deadline {
@@ -221,7 +233,7 @@ fn read_joined_once(servers: &str, topic: &str, expected: usize, deadline: Insta
 /// transaction, or committing a position older than the one before (the
 /// pairs between the two would be emitted again), read
 /// from a log written by `Worker::start_logged`; and the warnings in it.
-fn stale_rebuilds(log: &Path) -> (String, Vec<String>) {
+fn positions_that_went_back(log: &Path) -> (String, Vec<String>) {
     let text = std::fs::read_to_string(log).unwrap_or_default();
     let mut last = std::collections::HashMap::<i64, i64>::new();
     let (mut rebuilt, mut stale, mut warnings) = (0, Vec::new(), Vec::new());
@@ -254,22 +266,11 @@ fn stale_rebuilds(log: &Path) -> (String, Vec<String>) {
 /// `result`, so a record seen twice in the raw topic was produced twice
 /// (its pairs then come twice too, through no fault of the join).
 fn explain_raw(servers: &str, topic: &str, produced: usize) -> String {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", servers)
-        .set("group.id", unique_name("explain-raw"))
-        .set("auto.offset.reset", "earliest")
-        .create()
-        .unwrap();
-    read_all_partitions(&consumer, topic);
     let mut seen = std::collections::HashMap::<String, usize>::new();
-    let mut quiet_since = Instant::now();
-    while quiet_since.elapsed() < Duration::from_secs(5) {
-        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
-            let v: Value = serde_json::from_slice(m.payload().unwrap()).unwrap();
-            *seen.entry(v["result"].to_string()).or_default() += 1;
-            quiet_since = Instant::now();
-        }
-    }
+    read_until_quiet(&reader(servers, topic, "read_uncommitted"), |m| {
+        let v: Value = serde_json::from_slice(m.payload().unwrap()).unwrap();
+        *seen.entry(v["result"].to_string()).or_default() += 1;
+    });
     let doubled = seen.values().filter(|n| **n > 1).count();
     format!("{} records read for {produced} produced, {} distinct, {doubled} of them more than once", seen.values().sum::<usize>(), seen.len())
 }
@@ -280,24 +281,13 @@ fn explain_raw(servers: &str, topic: &str, produced: usize) -> String {
 fn explain_joined(servers: &str, topic: &str) -> String {
     let mut report = String::new();
     for isolation in ["read_committed", "read_uncommitted"] {
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", servers)
-            .set("group.id", unique_name("explain"))
-            .set("auto.offset.reset", "earliest")
-            .set("isolation.level", isolation)
-            .create()
-            .unwrap();
-        read_all_partitions(&consumer, topic);
+        let consumer = reader(servers, topic, isolation);
         let mut per_partition = std::collections::BTreeMap::<i32, (usize, i64)>::new();
-        let mut quiet_since = Instant::now();
-        while quiet_since.elapsed() < Duration::from_secs(5) {
-            if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
-                let e = per_partition.entry(m.partition()).or_default();
-                e.0 += 1;
-                e.1 = m.offset();
-                quiet_since = Instant::now();
-            }
-        }
+        read_until_quiet(&consumer, |m| {
+            let e = per_partition.entry(m.partition()).or_default();
+            e.0 += 1;
+            e.1 = m.offset();
+        });
         report.push_str(&format!("{isolation}: (records, last offset) per partition {per_partition:?}; "));
         if isolation == "read_uncommitted" {
             for p in 0..3 {
@@ -347,7 +337,7 @@ fn sigkill_at_random_moments_loses_and_doubles_nothing() {
     let _last = Worker::start_logged(&config, "crash", &log);
     let pairs = joined_pairs(&broker.bootstrap_servers(), &topics.joined, want.len());
     // What may have gone wrong (EXPLAIN=1 prints it for a passing run too).
-    let (workers, went_back) = stale_rebuilds(&log);
+    let (workers, went_back) = positions_that_went_back(&log);
     if pairs.len() != want.len() || std::env::var_os("EXPLAIN").is_some() {
         eprintln!("join workers: {workers}");
         eprintln!("joined topic: {}", explain_joined(&broker.bootstrap_servers(), &topics.joined));

@@ -73,7 +73,7 @@ impl PartitionState {
     /// committed before (`suppress_before`); committing `next` then would
     /// move the position back, and after another restart the pairs between
     /// the two would be emitted a second time. The position never goes back.
-    fn to_commit(&mut self, partition: i32) -> (i64, CommitPosition) {
+    fn commit_position(&mut self, partition: i32) -> (i64, CommitPosition) {
         let oldest = self.joiner.min_retained_seq().map(|s| s as i64).unwrap_or(self.next).min(self.next);
         self.late.retain(|o| *o >= oldest);
         if self.late.len() > MAX_LATE_IN_METADATA {
@@ -360,7 +360,7 @@ fn commit<C: ConsumerContext>(
     }
     let mut offsets = TopicPartitionList::new();
     for (partition, state) in partitions.iter_mut() {
-        let (oldest, position) = state.to_commit(*partition);
+        let (oldest, position) = state.commit_position(*partition);
         offsets.add_partition_offset(topic, *partition, Offset::Offset(oldest))?;
         if let Some(mut e) = offsets.find_partition(topic, *partition) {
             e.set_metadata(serde_json::to_string(&position).expect("a position always serializes"));
@@ -425,9 +425,9 @@ mod tests {
     #[test]
     fn a_replaying_partition_never_commits_an_earlier_position() {
         // Rebuilt from offset 1003 after 1041 was committed: one record in.
-        let (offset, position) = state(1041, 1004).to_commit(0);
+        let (offset, position) = state(1041, 1004).commit_position(0);
         assert_eq!((offset, position.pos), (1004, 1041));
         // Past the old position, the consumed position counts.
-        assert_eq!(state(1041, 1100).to_commit(0).1.pos, 1100);
+        assert_eq!(state(1041, 1100).commit_position(0).1.pos, 1100);
     }
 }
