@@ -1,6 +1,9 @@
 //! etcd plus kube-apiserver on loopback: a real API server without kubelet
 //! or controllers (the shape of controller-runtime's envtest). One per test
-//! binary; tests keep apart by namespace.
+//! binary; tests keep apart by namespace. The binaries are kube-apiserver
+//! 1.33.13 and etcd 3.5.35 from `scripts/harness/k8s-build.sh` (the same
+//! Kubernetes version as `k8s-openapi`'s `v1_33` feature), or those in
+//! `KUBEBUILDER_ASSETS`.
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -110,7 +113,6 @@ impl KubeApi {
             format!("--secure-port={port}"),
             "--bind-address=127.0.0.1".into(),
             "--advertise-address=127.0.0.1".into(),
-            "--insecure-port=0".into(),
             "--service-account-issuer=https://kubernetes.default.svc".into(),
             format!("--service-account-key-file={}", p("sa.pub")),
             format!("--service-account-signing-key-file={}", p("sa.key")),
