@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
 
-bash scripts/deps.sh
+bash scripts/deps.sh demo   # Mosquitto, InfluxDB, matplotlib: nothing of the test harness
 # shellcheck source=scripts/env.sh
 source scripts/env.sh
 
