@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The operator with 100 pipelines created at once, against the test API
-# server (kube-apiserver 1.20 + etcd) and a local Kafka-protocol broker
-# (noida-db), all on this machine. Prints the time to reconcile all and the
+# server (kube-apiserver 1.20 + etcd) and a local Apache Kafka 4.4
+# broker, all on this machine. Prints the time to reconcile all and the
 # operator's resident memory.
 set -euo pipefail
 cd "$(dirname "$0")/.."

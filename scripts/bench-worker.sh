@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Throughput of the worker's ingest and export stages against real servers
-# on this machine (Mosquitto, noida-db, InfluxDB 1.x all local), release
+# on this machine (Mosquitto, Apache Kafka 4.4, InfluxDB 1.x all local), release
 # build. BENCH_MESSAGES and BENCH_POINTS set the sizes; BENCH_STAGES=ingest
 # (any of join,export,ingest) runs only those.
 set -euo pipefail

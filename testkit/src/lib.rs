@@ -25,7 +25,7 @@ mod process;
 
 pub use binaries::{find_binary, StartError};
 pub use influxdb::InfluxDb;
-pub use kafka::KafkaBroker;
+pub use kafka::{KafkaBroker, KafkaCluster};
 pub use kube_api::{KubeApi, RequestLog};
 pub use mosquitto::Mosquitto;
 pub use process::unique_name;

@@ -125,20 +125,42 @@ impl Server {
     /// Stops the process as an operator would: SIGTERM, and SIGKILL if it
     /// has not exited after 10 s. Its files stay until the server is dropped.
     pub fn stop(&mut self) {
+        self.stop_within(Duration::from_secs(10));
+    }
+
+    /// SIGTERM, then SIGKILL after `grace`. True if it exited by itself.
+    pub fn stop_within(&mut self, grace: Duration) -> bool {
+        self.terminate();
+        let clean = self.wait_exit(Instant::now() + grace);
+        self.kill();
+        clean
+    }
+
+    /// Sends SIGTERM and returns at once.
+    pub fn terminate(&self) {
         if let Some(child) = self.child.as_ref() {
             // SAFETY: signalling a child we started and have not reaped.
             unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline {
-                if let Some(c) = self.child.as_mut() {
+        }
+    }
+
+    /// Waits until the process has exited or `deadline` passes; true if it
+    /// is not running (any more).
+    pub fn wait_exit(&mut self, deadline: Instant) -> bool {
+        loop {
+            match self.child.as_mut() {
+                None => return true,
+                Some(c) => {
                     if let Ok(Some(_)) = c.try_wait() {
-                        break;
+                        return true;
                     }
                 }
-                std::thread::sleep(Duration::from_millis(20));
             }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
         }
-        self.kill();
     }
 
     /// Kills the process at once (a crash). Its files stay.

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use millrace_testkit::{require, unique_name, InfluxDb, KafkaBroker, Mosquitto};
+use millrace_testkit::{require, unique_name, InfluxDb, KafkaBroker, KafkaCluster, Mosquitto};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::{ClientConfig, Message};
@@ -69,7 +69,7 @@ fn read_all(servers: &str, topic: &str, isolation: &str, expected: usize) -> Vec
         .unwrap();
     consumer.subscribe(&[topic]).unwrap();
     let mut seen = Vec::new();
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
     // Read past `expected` for a moment, so that extra records would show.
     let mut quiet_until = None;
     while std::time::Instant::now() < deadline {
@@ -216,4 +216,109 @@ fn kafka_keeps_offsets_and_metadata_committed_in_a_transaction() {
     let e = committed.elements()[0].metadata().to_string();
     assert_eq!(committed.elements()[0].offset(), Offset::Offset(1));
     assert_eq!(e, r#"{"pos":7}"#);
+}
+
+/// Delivery reports of an idempotent producer: acknowledged payloads and errors.
+#[derive(Default, Clone)]
+struct Acks(std::sync::Arc<std::sync::Mutex<(Vec<String>, Vec<String>)>>);
+impl rdkafka::ClientContext for Acks {}
+impl rdkafka::producer::ProducerContext for Acks {
+    type DeliveryOpaque = ();
+    fn delivery(&self, result: &rdkafka::message::DeliveryResult<'_>, _: ()) {
+        let mut acks = self.0.lock().unwrap();
+        match result {
+            Ok(m) => acks.0.push(String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned()),
+            Err((e, m)) => acks.1.push(format!("{}: {e}", String::from_utf8_lossy(m.payload().unwrap_or_default()))),
+        }
+    }
+}
+
+#[test]
+fn kafka_cluster_loses_nothing_acknowledged_when_a_broker_is_killed_mid_stream() {
+    let mut cluster = require!(KafkaCluster::start());
+    let topic = unique_name("kill");
+    cluster.create_topic(&topic, 3).unwrap();
+    let servers = cluster.bootstrap_servers();
+    let acks = Acks::default();
+    let producer: ThreadedProducer<Acks> = ClientConfig::new()
+        .set("bootstrap.servers", &servers)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("message.timeout.ms", "180000")
+        .set("linger.ms", "5")
+        .create_with_context(acks.clone())
+        .unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sent = std::thread::scope(|scope| {
+        let sender = scope.spawn(|| {
+            let mut n = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let payload = format!("r{n}");
+                let key = format!("k{}", n % 11);
+                loop {
+                    match producer.send(BaseRecord::<str, str>::to(&topic).key(&key).payload(&payload)) {
+                        Ok(()) => break,
+                        Err((e, _)) if e.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::QueueFull) => {
+                            std::thread::sleep(Duration::from_millis(5))
+                        }
+                        Err((e, _)) => panic!("send failed: {e}"),
+                    }
+                }
+                n += 1;
+                if n % 10 == 0 {
+                    std::thread::sleep(Duration::from_millis(10)); // about 1000 records/s
+                }
+            }
+            n
+        });
+        std::thread::sleep(Duration::from_secs(3));
+        let acked_before = acks.0.lock().unwrap().0.len();
+        cluster.kill_node(1);
+        std::thread::sleep(Duration::from_secs(10));
+        let acked_down = acks.0.lock().unwrap().0.len() - acked_before;
+        let restarted = std::time::Instant::now();
+        cluster.restart_node(1).unwrap();
+        eprintln!("killed node restarted and ready in {:.1?}; {acked_before} acked before the kill, {acked_down} while it was down", restarted.elapsed());
+        cluster.wait_full_isr(&topic, Duration::from_secs(60)).unwrap();
+        std::thread::sleep(Duration::from_secs(3));
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        sender.join().unwrap()
+    });
+    producer.flush(Duration::from_secs(180)).unwrap();
+    let (acked, errors) = acks.0.lock().unwrap().clone();
+    assert!(errors.is_empty(), "deliveries failed: {:?}", &errors[..errors.len().min(10)]);
+    assert_eq!(acked.len() as u64, sent, "every sent record is acknowledged");
+    let read = read_all(&servers, &topic, "read_committed", acked.len());
+    let unique: std::collections::HashSet<&String> = read.iter().collect();
+    assert_eq!(unique.len(), read.len(), "duplicates read back: {} records, {} unique", read.len(), unique.len());
+    let acked_set: std::collections::HashSet<&String> = acked.iter().collect();
+    let lost: Vec<&&String> = acked_set.difference(&unique).take(10).collect();
+    assert!(lost.is_empty(), "acknowledged records lost: {lost:?}");
+    assert_eq!(unique, acked_set, "read back exactly what was acknowledged");
+    eprintln!("{sent} sent = {} acked = {} read back, no duplicates", acked.len(), read.len());
+}
+
+#[test]
+fn kafka_broker_restart_keeps_its_topics_and_records() {
+    let mut broker = require!(KafkaBroker::start());
+    let topic = unique_name("restart");
+    broker.create_topic(&topic, 2).unwrap();
+    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", broker.bootstrap_servers())
+        .set("enable.idempotence", "true")
+        .create()
+        .unwrap();
+    for i in 0..50 {
+        producer.send(BaseRecord::<str, str>::to(&topic).key(&format!("k{i}")).payload(&format!("m{i}"))).map_err(|(e, _)| e).unwrap();
+    }
+    producer.flush(Duration::from_secs(20)).unwrap();
+    drop(producer);
+    let t = std::time::Instant::now();
+    broker.restart().unwrap();
+    eprintln!("broker stop + restart -> ready in {:.1?}", t.elapsed());
+    let mut seen = read_all(&broker.bootstrap_servers(), &topic, "read_committed", 50);
+    seen.sort();
+    let mut want: Vec<String> = (0..50).map(|i| format!("m{i}")).collect();
+    want.sort();
+    assert_eq!(seen, want);
 }

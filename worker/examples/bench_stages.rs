@@ -2,7 +2,7 @@
 //! machine (run by `scripts/bench-worker.sh`, release build):
 //!
 //! - ingest: generated wide messages (four quantities each) published to
-//!   Mosquitto at full speed, split and produced to a Kafka topic (noida-db)
+//!   Mosquitto at full speed, split and produced to a Kafka topic (Apache Kafka 4.4)
 //!   by the ingest stage, acknowledged after Kafka accepted them;
 //! - export: narrow records written to InfluxDB 1.x in batches;
 //! - join: narrow records already in the raw topic joined and produced to
@@ -211,7 +211,7 @@ fn bench_join(records: usize) -> anyhow::Result<()> {
     let joined = counter(&health, "millrace_records_out_total{stage=\"join\"}");
     let commits = counter(&health, "millrace_join_transaction_seconds_count");
     println!(
-        "join on Kafka: {records} narrow records -> {joined} joined records in {:.2} s: {:.0} joined records/s, {:.0} input records/s, {commits} transactions (every 100 ms), consume + produce through noida-db on the same 2 cores",
+        "join on Kafka: {records} narrow records -> {joined} joined records in {:.2} s: {:.0} joined records/s, {:.0} input records/s, {commits} transactions (every 100 ms), consume + produce through Apache Kafka 4.4 on the same 2 cores",
         elapsed.as_secs_f64(),
         joined / elapsed.as_secs_f64(),
         records as f64 / elapsed.as_secs_f64()

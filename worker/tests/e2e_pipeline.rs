@@ -1,5 +1,5 @@
 //! The whole pipeline against real Mosquitto, InfluxDB and (for the staged
-//! form) a Kafka-protocol broker: the prototype's machine data goes in
+//! form) Apache Kafka: the prototype's machine data goes in
 //! through MQTT and every quantity comes out in InfluxDB, with the joined
 //! power, nothing lost or doubled, embedded and as three stages on Kafka,
 //! also across a broker restart and an InfluxDB outage; bad messages land
