@@ -114,3 +114,4 @@ if [ "$PROFILE" = full ]; then
 fi
 
 log "ready ($PROFILE): $(ls "$BIN" | tr '\n' ' ')"
+
