@@ -265,7 +265,7 @@ fn kafka_cluster_loses_nothing_acknowledged_when_a_broker_is_killed_mid_stream()
                     }
                 }
                 n += 1;
-                if n % 10 == 0 {
+                if n.is_multiple_of(10) {
                     std::thread::sleep(Duration::from_millis(10)); // about 1000 records/s
                 }
             }
