@@ -385,3 +385,75 @@ fn the_generated_stream_joins_exactly_in_process() {
     }
     check(pairs, &want);
 }
+
+/// The single broker restarted (SIGTERM, then started on the same data)
+/// twice while a join worker runs and input is still produced; a worker
+/// that exits (e.g. a fatal producer error) is started again, as
+/// Kubernetes would. The joined topic still holds exactly the spec's pair
+/// set, and no committed position went back.
+#[test]
+fn broker_restarted_twice_mid_stream_loses_and_doubles_nothing() {
+    let mut broker = require!(KafkaBroker::start());
+    let servers = broker.bootstrap_servers();
+    let topics = setup(&broker);
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), &broker, &topics);
+    let records = stream(12_000, 23);
+    let produced = records.len();
+    let want = spec(&records);
+    let started = Instant::now();
+    let feeder = feed(servers.clone(), topics.raw.clone(), records, Duration::from_secs(20));
+    let log = dir.path().join("workers.log");
+    let mut worker = Worker::start_logged(&config, "restarts", &log);
+    let mut exits: Vec<String> = Vec::new();
+    // One read_committed reader, kept across the restarts, counts what is
+    // visible; while waiting on it, a worker that exited is started again.
+    let watch = reader(&servers, &topics.joined, "read_committed");
+    let mut visible = 0usize;
+    let mut wait_for = |at_least: usize, timeout: Duration, worker: &mut Worker, exits: &mut Vec<String>| -> usize {
+        let deadline = Instant::now() + timeout;
+        while visible < at_least && Instant::now() < deadline {
+            if let Some(status) = worker.0.try_wait().unwrap() {
+                exits.push(format!("{status} after {:.1?}", started.elapsed()));
+                assert!(exits.len() <= 10, "the worker exited more than 10 times: {exits:?}");
+                *worker = Worker::start_logged(&config, "restarts", &log);
+            }
+            match watch.poll(Duration::from_millis(200)) {
+                Some(Ok(_)) => visible += 1,
+                Some(Err(e)) => eprintln!("watch reader: {e}"), // broker away: retried
+                None => {}
+            }
+        }
+        visible
+    };
+    let mut restarts_at = Vec::new();
+    for round in 1..=2 {
+        let seen = wait_for(visible_goal(round, want.len()), Duration::from_secs(60), &mut worker, &mut exits);
+        assert!(seen >= visible_goal(round, want.len()), "only {seen} joined records visible before restart {round}");
+        assert!(!feeder.is_finished(), "input was all produced before restart {round}: the restart must be mid-stream");
+        restarts_at.push(format!("restart {round} at {seen} joined records, {:.1?}", started.elapsed()));
+        broker.restart().unwrap_or_else(|e| panic!("broker restart {round}: {e}\n{}", broker.log_tail()));
+    }
+    while !feeder.is_finished() {
+        wait_for(usize::MAX, Duration::from_millis(500), &mut worker, &mut exits);
+    }
+    feeder.join().unwrap();
+    let seen = wait_for(want.len(), Duration::from_secs(120), &mut worker, &mut exits);
+    eprintln!("{restarts_at:?}; {seen} joined records visible, {} wanted; worker exits: {exits:?}; {:.1?}", want.len(), started.elapsed());
+    let pairs = joined_pairs(&servers, &topics.joined, want.len());
+    let (workers, went_back) = positions_that_went_back(&log);
+    if pairs.len() != want.len() || std::env::var_os("EXPLAIN").is_some() {
+        eprintln!("join workers: {workers}");
+        eprintln!("joined topic: {}", explain_joined(&servers, &topics.joined));
+        eprintln!("raw topic: {}", explain_raw(&servers, &topics.raw, produced));
+    }
+    drop(worker);
+    check(pairs, &want);
+    assert!(went_back.is_empty(), "committed positions went back: {went_back:?}");
+}
+
+/// Joined records to see before broker restart `round`: a tenth, then a
+/// third of the expected pairs (both are reached while input is produced).
+fn visible_goal(round: usize, expected: usize) -> usize {
+    if round == 1 { expected / 10 } else { expected / 3 }
+}
