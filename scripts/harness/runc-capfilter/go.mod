@@ -1,0 +1,3 @@
+module millrace/harness/runc-capfilter
+
+go 1.21
