@@ -310,17 +310,23 @@ fn sigkill_at_random_moments_loses_and_doubles_nothing() {
     }
     feeder.join().unwrap();
     let _last = Worker::start_logged(&config, "crash", &log);
-    let pairs = joined_pairs(&broker.bootstrap_servers(), &topics.joined, want.len());
-    // What may have gone wrong (EXPLAIN=1 prints it for a passing run too).
-    let (workers, went_back) = positions_that_went_back(&log);
+    check_exactly_once(&broker.bootstrap_servers(), &topics, &log, produced, &want);
+}
+
+/// The verdict of the fault tests: the joined topic holds exactly the pair
+/// set, and no worker's committed position went back (stricter than the
+/// pair set: one that did would double pairs if the next fault came before
+/// it recovered). On a wrong count (and with EXPLAIN=1 on a pass) it prints
+/// what may have gone wrong first.
+fn check_exactly_once(servers: &str, topics: &Topics, log: &Path, produced: usize, want: &BTreeSet<Pair>) {
+    let pairs = joined_pairs(servers, &topics.joined, want.len());
+    let (workers, went_back) = positions_that_went_back(log);
     if pairs.len() != want.len() || std::env::var_os("EXPLAIN").is_some() {
         eprintln!("join workers: {workers}");
-        eprintln!("joined topic: {}", explain_joined(&broker.bootstrap_servers(), &topics.joined));
-        eprintln!("raw topic: {}", explain_raw(&broker.bootstrap_servers(), &topics.raw, produced));
+        eprintln!("joined topic: {}", explain_joined(servers, &topics.joined));
+        eprintln!("raw topic: {}", explain_raw(servers, &topics.raw, produced));
     }
-    check(pairs, &want);
-    // Stricter than the pair set: a committed position never goes back (one
-    // that did would double pairs if the next kill came before it recovered).
+    check(pairs, want);
     assert!(went_back.is_empty(), "committed positions went back: {went_back:?}");
 }
 
@@ -440,16 +446,9 @@ fn broker_restarted_twice_mid_stream_loses_and_doubles_nothing() {
     feeder.join().unwrap();
     let seen = wait_for(want.len(), Duration::from_secs(120), &mut worker, &mut exits);
     eprintln!("{restarts_at:?}; {seen} joined records visible, {} wanted; worker exits: {exits:?}; {:.1?}", want.len(), started.elapsed());
-    let pairs = joined_pairs(&servers, &topics.joined, want.len());
-    let (workers, went_back) = positions_that_went_back(&log);
-    if pairs.len() != want.len() || std::env::var_os("EXPLAIN").is_some() {
-        eprintln!("join workers: {workers}");
-        eprintln!("joined topic: {}", explain_joined(&servers, &topics.joined));
-        eprintln!("raw topic: {}", explain_raw(&servers, &topics.raw, produced));
-    }
+    // Judged while the worker still runs, so that a pair it doubled late is seen too.
+    check_exactly_once(&servers, &topics, &log, produced, &want);
     drop(worker);
-    check(pairs, &want);
-    assert!(went_back.is_empty(), "committed positions went back: {went_back:?}");
 }
 
 /// Joined records to see before broker restart `round`: a tenth, then a
