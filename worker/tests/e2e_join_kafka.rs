@@ -104,10 +104,24 @@ impl Worker {
         Self::launch(config, instance, None)
     }
 
-    /// Like `start`, appending the worker's log, with each committed
-    /// position (debug), to `log` (read back by `positions_that_went_back`).
+    /// A static group member, as the operator runs join Pods (StatefulSet
+    /// names survive a restart, so a restarted instance takes its partitions
+    /// back at once), appending its log, with each committed position
+    /// (debug), to `log` (read back by `positions_that_went_back`).
     fn start_logged(config: &Path, instance: &str, log: &Path) -> Self {
         Self::launch(config, instance, Some(log))
+    }
+
+    /// Waits until a worker started after `before` commits were in `log`
+    /// has committed a transaction of its own, so that a fault that follows
+    /// lands on a worker that holds partitions and state.
+    fn wait_for_commit(&mut self, log: &Path, before: usize) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while commits_in(log) <= before {
+            assert!(self.0.try_wait().unwrap().is_none(), "the join worker exited before its first commit");
+            assert!(Instant::now() < deadline, "the join worker committed nothing within 30 s");
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     fn launch(config: &Path, instance: &str, log: Option<&Path>) -> Self {
@@ -118,7 +132,7 @@ impl Worker {
             .arg(config)
             .args(["--metrics-addr", &format!("127.0.0.1:{port}")])
             .env("MILLRACE_INSTANCE", instance)
-            .env("MILLRACE_STATIC_MEMBERSHIP", "0");
+            .env("MILLRACE_STATIC_MEMBERSHIP", if log.is_some() { "1" } else { "0" });
         match log {
             Some(path) => {
                 let file = std::fs::OpenOptions::new().create(true).append(true).open(path).unwrap();
@@ -202,6 +216,11 @@ fn joined_pairs(servers: &str, topic: &str, expected: usize) -> Vec<Pair> {
         }
     }
     pairs
+}
+
+/// How many transactions the workers logging to `log` have committed.
+fn commits_in(log: &Path) -> usize {
+    std::fs::read_to_string(log).unwrap_or_default().matches("\"transaction committed\"").count()
 }
 
 /// Partitions rebuilt from a position older than their last committed
@@ -297,16 +316,21 @@ fn sigkill_at_random_moments_loses_and_doubles_nothing() {
     let records = stream(12_000, 7);
     let produced = records.len();
     let want = spec(&records);
-    let feeder = feed(broker.bootstrap_servers(), topics.raw.clone(), records, Duration::from_secs(8));
+    // Input over 30 s: each kill waits for the new worker's first commit,
+    // so that every one of the 12 kills lands mid-stream on a worker with state.
+    let feeder = feed(broker.bootstrap_servers(), topics.raw.clone(), records, Duration::from_secs(30));
 
     let mut rng = rand::rngs::StdRng::seed_from_u64(42);
     let mut kills = 0;
     let log = dir.path().join("workers.log");
     while kills < 12 {
-        let worker = Worker::start_logged(&config, "crash", &log);
+        let before = commits_in(&log);
+        let mut worker = Worker::start_logged(&config, "crash", &log);
+        worker.wait_for_commit(&log, before);
         std::thread::sleep(Duration::from_millis(rng.random_range(300..1200)));
         worker.kill();
         kills += 1;
+        assert!(!feeder.is_finished(), "input was all produced before kill {kills}: the kills must land mid-stream");
     }
     feeder.join().unwrap();
     let _last = Worker::start_logged(&config, "crash", &log);
