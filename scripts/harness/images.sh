@@ -1,0 +1,196 @@
+#!/usr/bin/env bash
+# Every image the harness needs, built here by the harness's Docker engine
+# (scripts/harness/dockerd.sh up) without any registry: each one is built only
+# when its tag is missing from the engine's data-root (~/.cache/millrace/docker),
+# and every tag carries the versions it was built from.
+#
+#   scripts/harness/images.sh [base|node|product|services|all]...
+#
+#   base      localhost/debian:bookworm-slim, debootstrap'ed from the host's
+#             apt mirror (stands in for debian:bookworm-slim)
+#   node      localhost/kind-base:bookworm-<kind>, the component images
+#             localhost/k8s/<name>:<tag> and localhost/kind-node:<k8s>
+#   product   stand-ins for the Dockerfiles' base images (a Rust builder with
+#             this machine's toolchain, a distroless-like runtime), then
+#             millrace/worker and millrace/operator from docker/*.Dockerfile
+#   services  localhost/eclipse-mosquitto, localhost/influxdb,
+#             localhost/apache-kafka and localhost/prometheus, from Debian's
+#             packages and the Maven jars, laid out like the official images
+#
+# Needs DOCKER_HOST (eval "$(scripts/harness/dockerd.sh env)"); the Debian
+# docker client (/usr/bin/docker) does the BuildKit builds.
+set -euo pipefail
+HERE="$(cd "$(dirname "$0")" && pwd)"
+ROOT="$(cd "$HERE/../.." && pwd)"
+# shellcheck source=scripts/harness/versions.sh
+source "$HERE/versions.sh"
+CACHE="${MILLRACE_CACHE:-$HOME/.cache/millrace}"
+IMAGES="$HERE/images"
+
+log() { printf '[images] %s\n' "$*" >&2; }
+die() { printf 'images.sh: error: %s\n' "$*" >&2; exit 1; }
+
+# BuildKit (the Dockerfiles' cache mounts) needs a client that has it: the
+# Debian 20.10 client does with DOCKER_BUILDKIT=1; a newer client without
+# buildx falls back to the legacy builder.
+BUILD_CLIENT=${MILLRACE_DOCKER_BUILD_CLIENT:-/usr/bin/docker}
+[ -x "$BUILD_CLIENT" ] || BUILD_CLIENT=docker
+dbuild() { DOCKER_BUILDKIT=1 "$BUILD_CLIENT" build --progress=plain "$@"; }
+have() { docker image inspect "$1" >/dev/null 2>&1; }
+[ -n "${DOCKER_HOST:-}" ] || die "DOCKER_HOST is not set: eval \"\$(scripts/harness/dockerd.sh env)\" after scripts/harness/dockerd.sh up"
+
+# The host's Debian mirror (deb822 or one-line sources).
+mirror() {
+  local m
+  m=$(grep -hE '^URIs:' /etc/apt/sources.list.d/*.sources 2>/dev/null | awk '{ print $2 }' | grep -v security | head -n1 || true)
+  [ -n "$m" ] || m=$(grep -hE '^deb ' /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null | awk '{ print $2 }' | grep -v security | head -n1 || true)
+  echo "${m:-http://deb.debian.org/debian}"
+}
+
+# --- base: debian:bookworm-slim ------------------------------------------------------
+DEBIAN_IMAGE=localhost/debian:bookworm-slim
+base() {
+  have "$DEBIAN_IMAGE" && return 0
+  command -v debootstrap >/dev/null || die "debootstrap not found: apt-get install debootstrap (scripts/deps.sh does)"
+  local m root
+  m=$(mirror)
+  root=$(mktemp -d /var/tmp/millrace-rootfs.XXXXXX)
+  log "debootstrap bookworm (minbase) from $m"
+  debootstrap --variant=minbase bookworm "$root" "$m" >"$root.log" 2>&1 || { tail -n 20 "$root.log" >&2; die "debootstrap failed (log $root.log)"; }
+  rm -f "$root/etc/apt/sources.list"
+  cat >"$root/etc/apt/sources.list.d/debian.sources" <<EOF
+Types: deb
+URIs: $m
+Suites: bookworm bookworm-updates
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+
+Types: deb
+URIs: ${m%/debian}/debian-security
+Suites: bookworm-security
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+EOF
+  # As the official slim image: no apt caches, no docs, no man pages.
+  rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/* "$root"/usr/share/doc/* "$root"/usr/share/man/*
+  log "importing $DEBIAN_IMAGE"
+  tar -C "$root" -c . | docker import --change 'CMD ["bash"]' - "$DEBIAN_IMAGE" >/dev/null
+  rm -rf "$root" "$root.log"
+}
+
+# An image is current when its tag exists and its label millrace.inputs equals
+# the hash of what it is built from (Dockerfile, versions, inputs' stamps).
+inputs_hash() { cat "$@" | sha256sum | cut -c1-16; }
+current() { # tag hash
+  [ "$(docker image inspect -f '{{ index .Config.Labels "millrace.inputs" }}' "$1" 2>/dev/null)" = "$2" ]
+}
+
+# --- node: the kind node image ----------------------------------------------------------
+KIND_FILES="$CACHE/go/mod/sigs.k8s.io/kind@$KIND_VERSION/images/base/files"
+KIND_BASE_IMAGE="localhost/kind-base:bookworm-$KIND_VERSION"
+NODE_IMAGE="localhost/kind-node:$K8S_VERSION"
+K8S_BIN="$CACHE/k8s-$K8S_VERSION/bin"
+ETCD_BIN="$CACHE/etcd-$ETCD_VERSION/bin"
+COREDNS_BIN="$CACHE/coredns-$COREDNS_VERSION/bin"
+PAUSE_BIN="$CACHE/pause-$K8S_VERSION/bin"
+
+# The kubeadm ClusterConfiguration the node image is made for: our own etcd
+# and CoreDNS builds under their real versions. scripts/harness/cluster.sh
+# gives kind the same values.
+kubeadm_images_config() {
+  cat <<YAML
+apiVersion: kubeadm.k8s.io/v1beta4
+kind: ClusterConfiguration
+kubernetesVersion: $K8S_VERSION
+imageRepository: localhost/k8s
+etcd:
+  local:
+    imageTag: $ETCD_VERSION
+dns:
+  imageTag: $COREDNS_VERSION
+YAML
+}
+
+kind_base() {
+  [ -d "$KIND_FILES" ] || die "kind's sources ($KIND_FILES) not found: bash scripts/harness/k8s-build.sh kind"
+  local hash ctx
+  hash=$(inputs_hash "$IMAGES/kind-base.Dockerfile" "$HERE/versions.sh" <(find "$KIND_FILES" -type f -exec sha256sum {} + | sort))
+  current "$KIND_BASE_IMAGE" "$hash" && return 0
+  ctx=$(mktemp -d)
+  cp -r "$KIND_FILES/." "$ctx/"
+  chmod -R u+w "$ctx"
+  # kind's containerd config, with the one change this host needs: containerd
+  # must not lower oom_score_adj (no CAP_SYS_RESOURCE; kind sets it only for
+  # rootless). The sandbox image is set in the node image.
+  sed 's/^\(\s*restrict_oom_score_adj\) = false/\1 = true/' "$KIND_FILES/etc/containerd/config.toml" >"$ctx/containerd.toml"
+  grep -q 'restrict_oom_score_adj = true' "$ctx/containerd.toml" || die "kind's containerd config has no restrict_oom_score_adj line to change"
+  rm "$ctx/etc/containerd/config.toml"
+  log "building $KIND_BASE_IMAGE"
+  dbuild -f "$IMAGES/kind-base.Dockerfile" --build-arg "DEBIAN_IMAGE=$DEBIAN_IMAGE" \
+    --label "millrace.inputs=$hash" -t "$KIND_BASE_IMAGE" "$ctx"
+  rm -rf "$ctx"
+}
+
+# The control-plane images kubeadm will ask for, each built from our binary.
+component_images() {
+  local ref name bin dir hash dockerfile
+  for ref in $("$K8S_BIN/kubeadm" config images list --config <(kubeadm_images_config)); do
+    name=${ref#localhost/k8s/}; name=${name%%:*}
+    case "$name" in
+      kube-*) bin="$K8S_BIN/$name" ;;
+      etcd) bin="$ETCD_BIN/etcd" ;;
+      coredns) bin="$COREDNS_BIN/coredns" ;;
+      pause) bin="$PAUSE_BIN/pause" ;;
+      *) die "kubeadm lists an image this harness cannot build: $ref" ;;
+    esac
+    [ -x "$bin" ] || die "$bin not found: bash scripts/harness/k8s-build.sh"
+    dockerfile="$IMAGES/component.Dockerfile"
+    [ "$name" = kube-proxy ] && dockerfile="$IMAGES/kube-proxy.Dockerfile"
+    hash=$(inputs_hash "$dockerfile" "$bin")
+    COMPONENT_REFS+=("$ref")
+    current "$ref" "$hash" && continue
+    dir=$(mktemp -d)
+    cp "$bin" "$dir/"
+    sed "s|@BINARY@|$(basename "$bin")|g" "$dockerfile" >"$dir/Dockerfile"
+    log "building $ref"
+    dbuild -q --build-arg "DEBIAN_IMAGE=$DEBIAN_IMAGE" --label "millrace.inputs=$hash" -t "$ref" "$dir" >/dev/null
+    rm -rf "$dir"
+  done
+}
+
+node() {
+  base
+  kind_base
+  COMPONENT_REFS=()
+  component_images
+  local hash ctx pause
+  hash=$(inputs_hash "$IMAGES/kind-node.Dockerfile" "$IMAGES/10-bridge.conflist" \
+    <(docker image inspect -f '{{ .Id }}' "$KIND_BASE_IMAGE" "${COMPONENT_REFS[@]}") \
+    "$K8S_BIN/kubeadm" "$K8S_BIN/kubelet" "$K8S_BIN/kubectl")
+  current "$NODE_IMAGE" "$hash" && { log "$NODE_IMAGE is current"; return 0; }
+  pause=$(printf '%s\n' "${COMPONENT_REFS[@]}" | grep '/pause:')
+  ctx=$(mktemp -d /var/tmp/millrace-node.XXXXXX)
+  mkdir "$ctx/bin"
+  cp "$K8S_BIN/kubeadm" "$K8S_BIN/kubelet" "$K8S_BIN/kubectl" "$ctx/bin/"
+  cp "$IMAGES/10-bridge.conflist" "$ctx/"
+  echo "$K8S_VERSION" >"$ctx/version"
+  docker save "${COMPONENT_REFS[@]}" -o "$ctx/images.tar"
+  log "building $NODE_IMAGE"
+  dbuild -f "$IMAGES/kind-node.Dockerfile" --build-arg "KIND_BASE=$KIND_BASE_IMAGE" --build-arg "PAUSE_IMAGE=$pause" \
+    --label "millrace.inputs=$hash" -t "$NODE_IMAGE" "$ctx"
+  rm -rf "$ctx"
+}
+
+main() {
+  local target
+  [ $# -gt 0 ] || set -- all
+  for target in "$@"; do
+    case "$target" in
+      base) base ;;
+      node) node ;;
+      all) base; node ;;
+      *) die "unknown target $target (base|node|product|services|all)" ;;
+    esac
+  done
+}
+main "$@"
