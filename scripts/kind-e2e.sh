@@ -6,12 +6,21 @@
 #   bash scripts/kind-e2e.sh              (scripts/test.sh runs it last)
 #   KEEP_CLUSTER=1 bash scripts/kind-e2e.sh   keep the cluster afterwards
 #
-# Needs docker (with a reachable engine), kind, kubectl, helm and curl; cargo
-# too for publishing from this computer (without it, data is published from
-# a Pod inside the cluster). Without docker, kind or a running Docker engine
-# it says it was skipped, and why, and exits 0 (also in CI: these machines
-# have no Docker engine). A missing kubectl, helm or curl is a skip too,
-# except with CI=true, where it fails.
+# Where the cluster comes from (scripts/harness/cluster.sh):
+# - a Docker engine this computer already has (`docker info` works) and kind
+#   on PATH: kind's own node image, and the official images of Kafka,
+#   InfluxDB, Mosquitto and Grafana from their registries;
+# - otherwise the harness's own, as on the CI machines, which reach no image
+#   registry: Debian's dockerd started for this run (scripts/harness/dockerd.sh),
+#   every image built here (scripts/harness/images.sh all) and loaded into
+#   kind, and afterwards the engine stopped and the host restored. No Grafana
+#   image can be built here: the test then checks that Grafana's Pod waits
+#   for its image and that the pipeline does not claim Grafana ready, and
+#   that every other part is ready, instead of Grafana's API.
+# MILLRACE_KIND_NODE=local|kind forces one. Also needs kubectl, helm and
+# curl (scripts/deps.sh), and cargo to publish from this computer (without it
+# data is published from a Pod). With CI=true anything missing fails the run;
+# otherwise it is a skip that says what is missing.
 #
 # Steps: a fresh kind cluster `millrace-e2e` (kind-config.yaml: host port
 # 1883 -> the managed Mosquitto's NodePort 31883, 3000 -> Grafana's 30300;
@@ -37,28 +46,35 @@ skip() {
 }
 
 # --- can it run here? -----------------------------------------------------------
-command -v docker >/dev/null 2>&1 || skip "docker not found"
-command -v kind >/dev/null 2>&1 || skip "kind not found"
-docker_info() { if command -v timeout >/dev/null 2>&1; then timeout 30 docker info; else docker info; fi; }
-if ! docker_err=$(docker_info 2>&1 >/dev/null); then
-  why=$(printf '%s\n' "$docker_err" | grep -m1 -v '^[[:space:]]*$' | sed 's/^[[:space:]]*//' || true)
-  skip "the Docker engine is not reachable ('docker info' failed${why:+: $why})"
-fi
-
-# helm and kubectl come from scripts/deps.sh (cached under ~/.cache/millrace).
+# A missing piece: a failure in CI, a skip elsewhere.
+missing() {
+  if [ "${CI:-}" = true ]; then
+    echo "kind-e2e: failed: $*"
+    exit 1
+  fi
+  skip "$*"
+}
+# helm, kubectl and kind come from scripts/deps.sh (cached under ~/.cache/millrace).
 if [ -f scripts/env.sh ]; then
   # shellcheck source=scripts/env.sh
   source scripts/env.sh
 fi
-for tool in kubectl helm curl; do
-  if ! command -v "$tool" >/dev/null 2>&1; then
-    if [ "${CI:-}" = true ]; then
-      echo "kind-e2e: failed: $tool not found (scripts/deps.sh installs kubectl and helm)"
-      exit 1
-    fi
-    skip "$tool not found (scripts/deps.sh installs kubectl and helm)"
-  fi
+for tool in kind kubectl helm curl; do
+  command -v "$tool" >/dev/null 2>&1 || missing "$tool not found (scripts/deps.sh installs kind, kubectl and helm)"
 done
+docker_info() { timeout 30 docker info >/dev/null 2>&1; }
+MODE=${MILLRACE_KIND_NODE:-}
+if [ -z "$MODE" ]; then
+  if command -v docker >/dev/null 2>&1 && docker_info; then MODE=kind; else MODE=local; fi
+fi
+export MILLRACE_KIND_NODE=$MODE
+if [ "$MODE" = local ]; then
+  command -v dockerd >/dev/null 2>&1 ||
+    missing "no reachable Docker engine, and no dockerd for the harness's own (scripts/deps.sh installs docker.io)"
+  [ "$(id -u)" = 0 ] || missing "the harness's own Docker engine needs root (or use a Docker engine of your own)"
+else
+  command -v docker >/dev/null 2>&1 || missing "docker not found"
+fi
 
 # --- settings -------------------------------------------------------------------
 CLUSTER=millrace-e2e
@@ -66,7 +82,6 @@ NS=millrace-e2e
 SYSTEM_NS=millrace-system
 RELEASE=millrace
 PIPELINE=line-1
-KUBECONTEXT="kind-$CLUSTER"
 JOBS="${CARGO_BUILD_JOBS:-2}"
 DATA="${MILLRACE_TEST_EVENTS:-examples/test_events.jsonl}"
 # The workspace version: the images' tag, and the worker image the operator
@@ -77,7 +92,8 @@ WORKER_IMAGE="millrace/worker:$VERSION"
 OPERATOR_IMAGE="millrace/operator:$VERSION"
 
 log() { printf '[kind-e2e] %s\n' "$*" >&2; }
-k() { kubectl --context "$KUBECONTEXT" "$@"; }
+KUBECONFIG_FILE=$(bash scripts/harness/cluster.sh kubeconfig "$CLUSTER")
+k() { kubectl --kubeconfig "$KUBECONFIG_FILE" "$@"; }
 kafka_topics() { k -n "$NS" exec deploy/kafka -- /opt/kafka/bin/kafka-topics.sh --bootstrap-server localhost:9092 "$@"; }
 
 # What a person needs to see when it fails.
@@ -100,6 +116,7 @@ diagnostics() {
 REASON=""   # why it failed
 PASSED=""
 CLUSTER_CREATED=""
+ENGINE_STARTED=""
 fail() {
   REASON="$*"
   exit 1
@@ -125,11 +142,16 @@ finish() {
   fi
   if [ -n "$CLUSTER_CREATED" ]; then
     if [ "${KEEP_CLUSTER:-0}" = 1 ]; then
-      log "keeping the cluster (KEEP_CLUSTER=1): kubectl --context $KUBECONTEXT ...; remove it with: kind delete cluster --name $CLUSTER"
+      log "keeping the cluster (KEEP_CLUSTER=1): kubectl --kubeconfig $KUBECONFIG_FILE ...; remove it with: bash scripts/harness/cluster.sh down $CLUSTER${ENGINE_STARTED:+, then bash scripts/harness/dockerd.sh down}"
     else
       log "deleting the cluster $CLUSTER"
-      kind delete cluster --name "$CLUSTER" >/dev/null 2>&1
+      bash scripts/harness/cluster.sh down "$CLUSTER"
     fi
+  fi
+  # The harness's own engine goes with the run (unless the cluster stays):
+  # its bridges, iptables chains and the host's sysctls restored.
+  if [ -n "$ENGINE_STARTED" ] && [ "${KEEP_CLUSTER:-0}" != 1 ]; then
+    bash scripts/harness/dockerd.sh down
   fi
   if [ "$status" -eq 0 ] && [ -n "$PASSED" ]; then
     echo "kind-e2e: passed"
@@ -155,27 +177,36 @@ wait_for() {
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
-# --- the cluster ------------------------------------------------------------------
-clusters=$(kind get clusters 2>/dev/null) || clusters=""
-if grep -qx "$CLUSTER" <<<"$clusters"; then
-  log "deleting the existing cluster $CLUSTER (each run starts fresh)"
-  kind delete cluster --name "$CLUSTER"
+# --- the engine and the images --------------------------------------------------------
+if [ "$MODE" = local ]; then
+  log "starting the harness's own Docker engine (scripts/harness/dockerd.sh)"
+  ENGINE_STARTED=1
+  bash scripts/harness/dockerd.sh up
+  eval "$(bash scripts/harness/dockerd.sh env)"
+  log "building the images here (scripts/harness/images.sh all)"
+  start=$SECONDS
+  bash scripts/harness/images.sh all
+  log "images ready in $((SECONDS - start)) s"
+  # Everything the cluster runs, since nothing can be pulled.
+  IMAGES=("$WORKER_IMAGE" "$OPERATOR_IMAGE" apache/kafka:4.4.0 influxdb:1.6 eclipse-mosquitto:2.0 prom/prometheus:v2.42.0)
+else
+  for image in worker operator; do
+    tag="millrace/$image:$VERSION"
+    log "building $tag (docker/$image.Dockerfile)"
+    DOCKER_BUILDKIT=1 docker build -f "docker/$image.Dockerfile" --build-arg "VERSION=$VERSION" -t "$tag" .
+  done
+  IMAGES=("$WORKER_IMAGE" "$OPERATOR_IMAGE")
 fi
+
+# --- the cluster ------------------------------------------------------------------
 for port in 1883 3000; do
   ! port_open "$port" || fail "host port $port is in use; kind-config.yaml maps it into the cluster (MQTT 1883, Grafana 3000): stop what listens there"
 done
-log "creating kind cluster $CLUSTER (kind-config.yaml)"
 CLUSTER_CREATED=1
-kind create cluster --config kind-config.yaml --name "$CLUSTER" --wait 180s
-
-# --- images -----------------------------------------------------------------------
-for image in worker operator; do
-  tag="millrace/$image:$VERSION"
-  log "building $tag (docker/$image.Dockerfile)"
-  DOCKER_BUILDKIT=1 docker build -f "docker/$image.Dockerfile" --build-arg "VERSION=$VERSION" -t "$tag" .
-  log "loading $tag into kind"
-  kind load docker-image "$tag" --name "$CLUSTER"
-done
+start=$SECONDS
+bash scripts/harness/cluster.sh up "$CLUSTER"
+log "cluster ready in $((SECONDS - start)) s; loading ${IMAGES[*]}"
+kind load docker-image --name "$CLUSTER" "${IMAGES[@]}"
 
 # --- Kafka and InfluxDB --------------------------------------------------------------
 log "starting Kafka and InfluxDB in namespace $NS"
@@ -190,7 +221,7 @@ wait_for 180 "the Kafka broker to answer" kafka_topics --list
 log "installing the chart (operator image $OPERATOR_IMAGE)"
 # rbac.secretNamespaces: the operator may create the pipeline's generated
 # Grafana admin Secret only in the namespaces listed (never cluster-wide).
-helm --kube-context "$KUBECONTEXT" install "$RELEASE" charts/millrace \
+helm --kubeconfig "$KUBECONFIG_FILE" install "$RELEASE" charts/millrace \
   --namespace "$SYSTEM_NS" --create-namespace \
   --set image.repository=millrace/operator --set "image.tag=$VERSION" --set image.pullPolicy=Never \
   --set "rbac.secretNamespaces={$NS}" \
@@ -200,8 +231,16 @@ k wait --for=condition=Established crd/streampipelines.millrace.io --timeout=60s
 # --- the pipeline -----------------------------------------------------------------------
 log "applying scripts/kind/pipeline.yaml (workers $WORKER_IMAGE)"
 k apply -f scripts/kind/pipeline.yaml
-if ! k -n "$NS" wait --for=condition=Ready "streampipeline/$PIPELINE" --timeout=300s; then
-  fail "streampipeline/$PIPELINE did not become Ready within 300s"
+if [ "$MODE" = kind ]; then
+  k -n "$NS" wait --for=condition=Ready "streampipeline/$PIPELINE" --timeout=300s ||
+    fail "streampipeline/$PIPELINE did not become Ready within 300s"
+else
+  # No Grafana image here: every other part must be ready, and Ready must not
+  # claim the whole pipeline is.
+  for c in SpecValid TopicsReady WorkersReady BrokerReady; do
+    k -n "$NS" wait --for=condition=$c "streampipeline/$PIPELINE" --timeout=300s ||
+      fail "streampipeline/$PIPELINE: $c did not become True within 300s"
+  done
 fi
 k -n "$NS" get streampipeline "$PIPELINE" -o wide
 image=$(k -n "$NS" get statefulset "$PIPELINE-ingest" -o jsonpath='{.spec.template.spec.containers[0].image}')
@@ -265,19 +304,35 @@ raw=$(influx_count '^(actSpeed|vaTorque)_' || true)
 log "InfluxDB: $joined joined points (derivedPower_*), ${raw:-0} raw speed/torque points"
 
 # --- Grafana ------------------------------------------------------------------------------
-secret="$PIPELINE-grafana-admin"
-gf_user=$(k -n "$NS" get secret "$secret" -o jsonpath='{.data.admin-user}' | base64 -d)
-gf_password=$(k -n "$NS" get secret "$secret" -o jsonpath='{.data.admin-password}' | base64 -d)
-[ -n "$gf_password" ] || fail "no admin-password in Secret $secret"
-grafana() { curl -fsS --max-time 20 -u "$gf_user:$gf_password" "http://127.0.0.1:3000$1"; }
-wait_for 120 "Grafana on localhost:3000 (NodePort 30300)" grafana /api/health
-datasources=$(grafana /api/datasources) || fail "GET /api/datasources failed"
-grep -q '"uid":"millrace-influxdb"' <<<"$datasources" || fail "no datasource millrace-influxdb in Grafana: $datasources"
-grep -q '"url":"http://influxdb.millrace-e2e.svc:8086"' <<<"$datasources" || fail "the datasource does not point at the pipeline's InfluxDB: $datasources"
-health=$(grafana /api/datasources/uid/millrace-influxdb/health) || fail "the datasource health check failed: $health"
-grep -q '"status":"OK"' <<<"$health" || fail "the datasource is not healthy: $health"
-log "Grafana datasource millrace-influxdb: $health"
-grafana "/api/dashboards/uid/millrace-$PIPELINE" >/dev/null || fail "no provisioned dashboard millrace-$PIPELINE in Grafana"
+if [ "$MODE" = local ]; then
+  # No registry, no Grafana image: its Pod must be waiting for the image, and
+  # the pipeline must say Grafana (and so the pipeline) is not ready.
+  waiting=$(k -n "$NS" get pods -l "app.kubernetes.io/instance=$PIPELINE,app.kubernetes.io/component=grafana" \
+    -o jsonpath='{.items[*].status.containerStatuses[*].state.waiting.reason}')
+  case "$waiting" in
+    *ErrImagePull*|*ImagePullBackOff*) ;;
+    *) fail "the Grafana Pod is not waiting for its image (waiting: '${waiting:-none}'), yet no Grafana image can be here" ;;
+  esac
+  grafana_ready=$(k -n "$NS" get streampipeline "$PIPELINE" -o jsonpath='{.status.conditions[?(@.type=="GrafanaReady")].status}')
+  ready=$(k -n "$NS" get streampipeline "$PIPELINE" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}')
+  [ "$grafana_ready" = False ] && [ "$ready" = False ] ||
+    fail "the Grafana Pod waits for its image ($waiting), yet GrafanaReady=$grafana_ready and Ready=$ready"
+  log "Grafana: the Pod waits for its image ($waiting); GrafanaReady=False, Ready=False, as they should"
+else
+  secret="$PIPELINE-grafana-admin"
+  gf_user=$(k -n "$NS" get secret "$secret" -o jsonpath='{.data.admin-user}' | base64 -d)
+  gf_password=$(k -n "$NS" get secret "$secret" -o jsonpath='{.data.admin-password}' | base64 -d)
+  [ -n "$gf_password" ] || fail "no admin-password in Secret $secret"
+  grafana() { curl -fsS --max-time 20 -u "$gf_user:$gf_password" "http://127.0.0.1:3000$1"; }
+  wait_for 120 "Grafana on localhost:3000 (NodePort 30300)" grafana /api/health
+  datasources=$(grafana /api/datasources) || fail "GET /api/datasources failed"
+  grep -q '"uid":"millrace-influxdb"' <<<"$datasources" || fail "no datasource millrace-influxdb in Grafana: $datasources"
+  grep -q '"url":"http://influxdb.millrace-e2e.svc:8086"' <<<"$datasources" || fail "the datasource does not point at the pipeline's InfluxDB: $datasources"
+  health=$(grafana /api/datasources/uid/millrace-influxdb/health) || fail "the datasource health check failed: $health"
+  grep -q '"status":"OK"' <<<"$health" || fail "the datasource is not healthy: $health"
+  log "Grafana datasource millrace-influxdb: $health"
+  grafana "/api/dashboards/uid/millrace-$PIPELINE" >/dev/null || fail "no provisioned dashboard millrace-$PIPELINE in Grafana"
+fi
 
 # --- deletion and cleanup -------------------------------------------------------------------
 topics=$(kafka_topics --list)

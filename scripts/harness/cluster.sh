@@ -5,6 +5,7 @@
 #   scripts/harness/cluster.sh up [NAME]          create (an old one of that name is deleted first)
 #   scripts/harness/cluster.sh down [NAME]        delete
 #   scripts/harness/cluster.sh kubeconfig [NAME]  print the kubeconfig's path
+#   scripts/harness/cluster.sh mode               print local or kind (below)
 #
 # Two ways, chosen by MILLRACE_KIND_NODE (default: local when the harness's
 # own engine is in use, that is DOCKER_HOST is scripts/harness/dockerd.sh's):
@@ -97,5 +98,6 @@ case "${1:-}" in
   up) up ;;
   down) down ;;
   kubeconfig) echo "$KUBECONFIG_FILE" ;;
-  *) echo "usage: $0 up|down|kubeconfig [NAME]" >&2; exit 2 ;;
+  mode) echo "$MODE" ;;
+  *) echo "usage: $0 up|down|kubeconfig|mode [NAME]" >&2; exit 2 ;;
 esac

@@ -181,6 +181,54 @@ node() {
   rm -rf "$ctx"
 }
 
+# --- product: millrace/worker and millrace/operator ---------------------------------------
+RUST_TOOLCHAIN=$(rustc --print sysroot 2>/dev/null || true)
+RUST_VERSION=$(rustc --version 2>/dev/null | awk '{ print $2 }')
+RUST_IMAGE="localhost/rust:$RUST_VERSION-bookworm"
+RUNTIME_IMAGE="localhost/distroless-cc:debian12-nonroot"
+WORKSPACE_VERSION=$(sed -n 's/^version *= *"\([^"]*\)".*/\1/p' "$ROOT/Cargo.toml" | head -n1)
+
+rust_builder() {
+  [ -n "$RUST_VERSION" ] && [ -d "$RUST_TOOLCHAIN/bin" ] || die "rustc not found: install Rust (rustup) first"
+  local hash ctx
+  hash=$(inputs_hash "$IMAGES/rust-builder.Dockerfile" <(echo "$RUST_VERSION") <(cat /usr/local/share/ca-certificates/*.crt 2>/dev/null))
+  current "$RUST_IMAGE" "$hash" && return 0
+  ctx=$(mktemp -d /var/tmp/millrace-rust.XXXXXX)
+  mkdir "$ctx/toolchain" "$ctx/ca"
+  cp /usr/local/share/ca-certificates/*.crt "$ctx/ca/" 2>/dev/null || true
+  cp -a "$RUST_TOOLCHAIN/bin" "$RUST_TOOLCHAIN/lib" "$RUST_TOOLCHAIN/libexec" "$ctx/toolchain/"
+  rm -rf "$ctx/toolchain/lib/rustlib/"*/share "$ctx/toolchain/lib/rustlib/src"
+  log "building $RUST_IMAGE from this machine's toolchain ($RUST_TOOLCHAIN)"
+  dbuild -f "$IMAGES/rust-builder.Dockerfile" --build-arg "DEBIAN_IMAGE=$DEBIAN_IMAGE" \
+    --label "millrace.inputs=$hash" -t "$RUST_IMAGE" "$ctx"
+  rm -rf "$ctx"
+}
+
+runtime_base() {
+  local hash
+  hash=$(inputs_hash "$IMAGES/distroless-cc.Dockerfile")
+  current "$RUNTIME_IMAGE" "$hash" && return 0
+  log "building $RUNTIME_IMAGE"
+  dbuild -f "$IMAGES/distroless-cc.Dockerfile" --build-arg "DEBIAN_IMAGE=$DEBIAN_IMAGE" \
+    --label "millrace.inputs=$hash" -t "$RUNTIME_IMAGE" "$IMAGES"
+}
+
+# docker/*.Dockerfile unchanged, with the stand-ins as build arguments. The
+# cargo registry and target directory are BuildKit cache mounts in the
+# engine's data-root: after the first build only changed crates compile.
+product() {
+  base
+  rust_builder
+  runtime_base
+  local image
+  for image in worker operator; do
+    log "building millrace/$image:$WORKSPACE_VERSION (docker/$image.Dockerfile)"
+    dbuild -f "$ROOT/docker/$image.Dockerfile" --build-arg "VERSION=$WORKSPACE_VERSION" \
+      --build-arg "RUST_IMAGE=$RUST_IMAGE" --build-arg "RUNTIME_IMAGE=$RUNTIME_IMAGE" \
+      -t "millrace/$image:$WORKSPACE_VERSION" "$ROOT"
+  done
+}
+
 main() {
   local target
   [ $# -gt 0 ] || set -- all
@@ -188,7 +236,9 @@ main() {
     case "$target" in
       base) base ;;
       node) node ;;
-      all) base; node ;;
+      product) product ;;
+      services) bash "$HERE/service-images.sh" ;;
+      all) base; node; product; bash "$HERE/service-images.sh" ;;
       *) die "unknown target $target (base|node|product|services|all)" ;;
     esac
   done
