@@ -198,6 +198,13 @@ else
   IMAGES=("$WORKER_IMAGE" "$OPERATOR_IMAGE")
 fi
 
+# --- the harness itself -------------------------------------------------------------
+# Before the product's test relies on it: a cluster, our image in a Pod, DNS,
+# Services, Prometheus (scripts/harness/smoke.sh; its Kafka checks are tests
+# that scripts/test.sh has run already).
+log "smoke test of the harness (scripts/harness/smoke.sh --no-kafka)"
+bash scripts/harness/smoke.sh --no-kafka || fail "the harness's smoke test failed (its output above)"
+
 # --- the cluster ------------------------------------------------------------------
 for port in 1883 3000; do
   ! port_open "$port" || fail "host port $port is in use; kind-config.yaml maps it into the cluster (MQTT 1883, Grafana 3000): stop what listens there"

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Every image the harness needs, built here by the harness's Docker engine
-# (scripts/harness/dockerd.sh up) without any registry: each one is built only
-# when its tag is missing from the engine's data-root (~/.cache/millrace/docker),
-# and every tag carries the versions it was built from.
+# (scripts/harness/dockerd.sh up) without any registry. Each is rebuilt only
+# when its tag is missing from the engine's data-root (~/.cache/millrace/docker)
+# or what it is built from changed (its label millrace.inputs, a hash), and
+# every tag carries the versions it was built from.
 #
 #   scripts/harness/images.sh [base|node|product|services|all]...
 #
@@ -13,9 +14,10 @@
 #   product   stand-ins for the Dockerfiles' base images (a Rust builder with
 #             this machine's toolchain, a distroless-like runtime), then
 #             millrace/worker and millrace/operator from docker/*.Dockerfile
-#   services  localhost/eclipse-mosquitto, localhost/influxdb,
-#             localhost/apache-kafka and localhost/prometheus, from Debian's
-#             packages and the Maven jars, laid out like the official images
+#   services  eclipse-mosquitto:2.0, influxdb:1.6, apache/kafka:4.4.0 and
+#             prom/prometheus:v2.42.0 under the official names, from Debian's
+#             packages and the Maven jars (scripts/harness/service-images.sh
+#             says how each differs from the official image)
 #
 # Needs DOCKER_HOST (eval "$(scripts/harness/dockerd.sh env)"); the Debian
 # docker client (/usr/bin/docker) does the BuildKit builds.
@@ -242,5 +244,9 @@ main() {
       *) die "unknown target $target (base|node|product|services|all)" ;;
     esac
   done
+  # Images a rebuild left without a tag, and build cache beyond 10 GB (least
+  # recently used first: the cargo caches of the last builds stay).
+  docker image prune -f >/dev/null
+  docker builder prune -f --keep-storage 10GB >/dev/null 2>&1 || true
 }
 main "$@"
