@@ -19,13 +19,14 @@ use rumqttc::{AsyncClient, Event, MqttOptions, Packet, Publish, QoS};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{MqttSource, PipelineConfig};
+use millrace_config::{MqttSource, PipelineConfig};
+use millrace_join::record::NarrowRecord;
+
 use crate::credentials::Credentials;
 use crate::dead_letter::{DeadLetter, DeadLetterSink};
 use crate::health::Health;
 use crate::kafka::{self, Delivery};
 use crate::mqtt_ack::{AckBatch, Connection};
-use crate::record::NarrowRecord;
 use crate::wide::Splitter;
 
 /// MQTT's own limit on a packet (256 MiB).
