@@ -27,6 +27,9 @@ ENV LIBZ_SYS_STATIC=1 \
 
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
+COPY join/ join/
+COPY config/ config/
+COPY health/ health/
 COPY worker/ worker/
 COPY operator/ operator/
 COPY testkit/ testkit/

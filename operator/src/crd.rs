@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::ResourceRequirements;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::CustomResource;
-use millrace_worker::config::PipelineConfig;
+use millrace_config::PipelineConfig;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 

@@ -1,11 +1,14 @@
-//! Millrace operator: reconciles `StreamPipeline` resources into the worker
-//! Deployments, Kafka topics, a Mosquitto broker and Grafana.
+//! millrace-operator: reconciles `StreamPipeline` resources into the worker
+//! StatefulSets, Kafka topics, a Mosquitto broker and Grafana. It builds on
+//! `millrace-config` (the pipeline types its CRD embeds) and
+//! `millrace-health` (its metrics endpoint), not on the worker.
 
 pub mod crd;
 pub mod backoff;
-pub mod build;
+pub mod children;
 pub mod conditions;
 pub mod drift;
 pub mod reconcile;
+pub mod validate;
 pub mod topics;
 pub mod metrics;

@@ -68,7 +68,7 @@ fn main() -> ExitCode {
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {
     use millrace_operator::metrics::OperatorMetrics;
-    use millrace_worker::health::{self, Health};
+    use millrace_health::{self as health, Health};
     use std::sync::Arc;
     let client = kube::Client::try_default().await.map_err(|e| anyhow::anyhow!("cannot reach the cluster: {e}"))?;
     let health = Arc::new(Health::new(OperatorMetrics::default()));

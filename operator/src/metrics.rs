@@ -36,7 +36,7 @@ impl OperatorMetrics {
     }
 }
 
-impl millrace_worker::health::MetricsText for OperatorMetrics {
+impl millrace_health::MetricsText for OperatorMetrics {
     fn text(&self) -> String {
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String cannot fail");
@@ -47,7 +47,7 @@ impl millrace_worker::health::MetricsText for OperatorMetrics {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use millrace_worker::health::MetricsText;
+    use millrace_health::MetricsText;
 
     #[test]
     fn reconciles_are_counted_by_result() {

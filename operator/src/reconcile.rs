@@ -1,26 +1,31 @@
-//! The reconcile of one `StreamPipeline`: look up, validate (pure), build
-//! the desired objects (pure), apply them (server-side, one field manager),
-//! derive the status.
+//! The reconcile of one `StreamPipeline`, as the Stackable operators do it:
+//! validate the spec into a typed value ([`ValidPipeline`]), look up what the
+//! children depend on besides the spec, build every child with one pure
+//! function ([`children::build`]), apply each with one generic [`apply`]
+//! (server-side, one field manager), delete the orphans (found by the
+//! pipeline's labels), then the topics and the status.
 //!
 //! Children are written only when they drifted from the spec, the status
 //! only when it changed, Events only on condition transitions: a resync of
 //! an unchanged pipeline is all reads.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Service};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Api, Patch, PatchParams};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::build::workers::{self, Stage};
+use crate::children::workers::{self, Stage};
+use crate::children::{self, Children};
 use crate::conditions::{self, Observation};
 use crate::crd::{StreamPipeline, StreamPipelineStatus};
 use crate::topics;
@@ -49,11 +54,11 @@ pub struct Context {
     pub admin: topics::AdminClients,
     pub backoff: crate::backoff::ErrorBackoff,
     pub recorder: kube::runtime::events::Recorder,
-    pub health: Arc<millrace_worker::health::Health<crate::metrics::OperatorMetrics>>,
+    pub health: Arc<millrace_health::Health<crate::metrics::OperatorMetrics>>,
 }
 
 impl Context {
-    pub fn new(client: Client, health: Arc<millrace_worker::health::Health<crate::metrics::OperatorMetrics>>) -> Self {
+    pub fn new(client: Client, health: Arc<millrace_health::Health<crate::metrics::OperatorMetrics>>) -> Self {
         let reporter = kube::runtime::events::Reporter {
             controller: FIELD_MANAGER.into(),
             instance: std::env::var("HOSTNAME").ok(),
@@ -63,17 +68,7 @@ impl Context {
     }
 }
 
-/// What is wrong with a spec that the schema could not say (pure).
-pub fn validate(p: &StreamPipeline) -> Result<(), String> {
-    p.spec.pipeline.validate().map_err(|e| format!("spec.pipeline.{e}"))?;
-    if p.spec.pipeline.kafka.is_none() {
-        return Err("spec.pipeline.kafka: a StreamPipeline runs its stages on Kafka; give bootstrapServers".into());
-    }
-    if p.spec.pipeline.influxdb.is_none() {
-        return Err("spec.pipeline.influxdb: the export stage needs an InfluxDB target".into());
-    }
-    Ok(())
-}
+pub use crate::validate::{validate, ValidPipeline};
 
 async fn apply<K>(client: &Client, namespace: &str, object: &K) -> Result<K, kube::Error>
 where
@@ -130,88 +125,114 @@ async fn cleanup(p: Arc<StreamPipeline>, ctx: &Context) -> Result<Action, Error>
     Ok(Action::await_change())
 }
 
+/// Look up, validate, build, apply, delete orphans, topics, status.
 async fn apply_pipeline(p: Arc<StreamPipeline>, ctx: &Context) -> Result<Action, Error> {
-    let namespace = p.namespace().unwrap_or_else(|| "default".into());
-    let client = &ctx.client;
-    let mut observations = Vec::new();
-    let mut stages = None;
-    let mut topic_statuses = p.status.as_ref().map(|s| s.topics.clone()).unwrap_or_default();
-    let mut endpoints = std::collections::BTreeMap::new();
+    let mut outcome = Outcome {
+        topics: p.status.as_ref().map(|s| s.topics.clone()).unwrap_or_default(),
+        ..Default::default()
+    };
     match validate(&p) {
         // An invalid spec changes nothing: the last good children stay.
-        Err(message) => observations.push(Observation::new(conditions::SPEC_VALID, false, "InvalidSpec", message)),
-        Ok(()) => {
-            observations.push(Observation::new(conditions::SPEC_VALID, true, "Valid", "the spec is valid"));
-            observations.push(reconcile_broker(&p, client, &namespace).await?);
-            let (grafana, grafana_url) = reconcile_grafana(&p, client, &namespace).await?;
-            observations.push(grafana);
-            if let Some(url) = grafana_url {
-                endpoints.insert("grafana".to_string(), url);
-            }
-            if p.spec.mosquitto.managed {
-                endpoints.insert("mqtt".to_string(), crate::build::mosquitto::url(&p));
-            }
-            let config = workers::config_map(&p);
-            let hash = workers::config_hash(&config);
-            apply(client, &namespace, &config).await?;
-            let (mut ready, mut wanted) = (0, 0);
-            let ingest_name = workers::stage_name(&p, Stage::Ingest);
-            let live_ingest = Api::<StatefulSet>::namespaced(client.clone(), &namespace).get_opt(&ingest_name).await?;
-            if live_ingest.is_none() {
-                // Before StatefulSets, each stage was a Deployment of the same
-                // name: removed once, before the StatefulSets are made (so a
-                // resync does not look for them again).
-                for stage in Stage::ALL {
-                    delete_if_owned::<Deployment>(client, &namespace, &workers::stage_name(&p, stage), &p).await?;
-                }
-            }
-            let sessions = workers::mqtt_sessions(&p, live_ingest.as_ref());
-            for stage in Stage::ALL {
-                apply(client, &namespace, &workers::metrics_service(&p, stage)).await?;
-                let applied = apply(client, &namespace, &workers::stateful_set(&p, stage, &hash, sessions)).await?;
-                wanted += applied.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0);
-                ready += applied.status.as_ref().and_then(|s| s.ready_replicas).unwrap_or(0);
-            }
-            stages = Some(format!("{ready}/{wanted}"));
-            observations.push(if p.spec.suspend {
-                Observation::new(conditions::WORKERS_READY, true, "Suspended", "suspended: every stage is scaled to zero")
-            } else if ready >= wanted {
-                Observation::new(conditions::WORKERS_READY, true, "WorkersAvailable", format!("{ready}/{wanted} worker replicas ready"))
-            } else {
-                Observation::new(
-                    conditions::WORKERS_READY,
-                    false,
-                    "WorkersProgressing",
-                    format!("{ready}/{wanted} worker replicas ready; see `kubectl get pods -l app.kubernetes.io/instance={}`", p.name_any()),
-                )
-            });
-            let kafka = p.spec.pipeline.kafka.as_ref().expect("validated");
-            observations.push(match topics::ensure(&ctx.admin, kafka).await {
-                Ok(statuses) => {
-                    topic_statuses = statuses;
-                    Observation::new(conditions::TOPICS_READY, true, "TopicsInLine", format!("{} topics as the spec says", topic_statuses.len()))
-                }
-                Err(e) => Observation::new(conditions::TOPICS_READY, false, e.reason(), e.to_string()),
-            });
+        Err(message) => outcome.observations.push(Observation::new(conditions::SPEC_VALID, false, "InvalidSpec", message)),
+        Ok(valid) => {
+            outcome.observations.push(Observation::new(conditions::SPEC_VALID, true, "Valid", "the spec is valid"));
+            reconcile_valid(&valid, ctx, &mut outcome).await?;
         }
     }
+    write_status(&p, outcome, ctx).await
+}
+
+/// What a reconcile found, for the status.
+#[derive(Default)]
+struct Outcome {
+    observations: Vec<Observation>,
+    /// `ready/wanted` worker replicas.
+    stages: Option<String>,
+    topics: Vec<crate::crd::TopicStatus>,
+    endpoints: std::collections::BTreeMap<String, String>,
+}
+
+async fn reconcile_valid(valid: &ValidPipeline<'_>, ctx: &Context, outcome: &mut Outcome) -> Result<(), Error> {
+    let p = valid.pipeline;
+    let namespace = p.namespace().unwrap_or_else(|| "default".into());
+    let client = &ctx.client;
+    // Look up what the children depend on besides the spec.
+    let ingest_name = workers::stage_name(p, Stage::Ingest);
+    let live_ingest = Api::<StatefulSet>::namespaced(client.clone(), &namespace).get_opt(&ingest_name).await?;
+    let children = children::build(valid, workers::mqtt_sessions(p, live_ingest.as_ref()));
+
+    outcome.observations.push(apply_broker(p, children.broker.as_ref(), client, &namespace).await?);
+    if children.broker.is_some() {
+        outcome.endpoints.insert("mqtt".to_string(), children::mosquitto::url(p));
+    }
+    let (grafana, grafana_url) = apply_grafana(p, children.grafana.as_ref(), client, &namespace).await?;
+    outcome.observations.push(grafana);
+    if let Some(url) = grafana_url {
+        outcome.endpoints.insert("grafana".to_string(), url);
+    }
+    apply(client, &namespace, &children.worker_config).await?;
+    if live_ingest.is_none() {
+        // Before StatefulSets, each stage was a Deployment of the same name
+        // (and without labels, so no orphan by label): removed once, before
+        // the StatefulSets are made (so a resync does not look for them again).
+        for stage in Stage::ALL {
+            delete_if_owned::<Deployment>(client, &namespace, &workers::stage_name(p, stage), p).await?;
+        }
+    }
+    let (mut ready, mut wanted) = (0, 0);
+    for (_, service, stateful_set) in &children.stages {
+        apply(client, &namespace, service).await?;
+        let applied = apply(client, &namespace, stateful_set).await?;
+        wanted += applied.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0);
+        ready += applied.status.as_ref().and_then(|s| s.ready_replicas).unwrap_or(0);
+    }
+    outcome.stages = Some(format!("{ready}/{wanted}"));
+    outcome.observations.push(workers_observation(p, ready, wanted));
+    delete_orphans(p, &children, client, &namespace).await?;
+    outcome.observations.push(match topics::ensure(&ctx.admin, valid.kafka).await {
+        Ok(statuses) => {
+            outcome.topics = statuses;
+            Observation::new(conditions::TOPICS_READY, true, "TopicsInLine", format!("{} topics as the spec says", outcome.topics.len()))
+        }
+        Err(e) => Observation::new(conditions::TOPICS_READY, false, e.reason(), e.to_string()),
+    });
+    Ok(())
+}
+
+fn workers_observation(p: &StreamPipeline, ready: i32, wanted: i32) -> Observation {
+    if p.spec.suspend {
+        Observation::new(conditions::WORKERS_READY, true, "Suspended", "suspended: every stage is scaled to zero")
+    } else if ready >= wanted {
+        Observation::new(conditions::WORKERS_READY, true, "WorkersAvailable", format!("{ready}/{wanted} worker replicas ready"))
+    } else {
+        Observation::new(
+            conditions::WORKERS_READY,
+            false,
+            "WorkersProgressing",
+            format!("{ready}/{wanted} worker replicas ready; see `kubectl get pods -l app.kubernetes.io/instance={}`", p.name_any()),
+        )
+    }
+}
+
+/// Conditions merged, Events for their transitions, and the status written
+/// only when it changed: an unchanged pipeline's resync does not touch it.
+async fn write_status(p: &StreamPipeline, outcome: Outcome, ctx: &Context) -> Result<Action, Error> {
     let previous = p.status.as_ref().map(|s| s.conditions.clone()).unwrap_or_default();
     let now = Time(k8s_openapi::jiff::Timestamp::now());
-    let conditions = conditions::merge(&previous, &observations, p.metadata.generation, now);
-    let topics_ready = observations.iter().any(|o| o.kind == conditions::TOPICS_READY && o.ok);
-    publish_transitions(&p, &previous, &conditions, ctx).await;
+    let conditions = conditions::merge(&previous, &outcome.observations, p.metadata.generation, now);
+    let topics_ready = outcome.observations.iter().any(|o| o.kind == conditions::TOPICS_READY && o.ok);
+    publish_transitions(p, &previous, &conditions, ctx).await;
     let status = StreamPipelineStatus {
         observed_generation: p.metadata.generation,
         conditions,
-        stages,
-        topics_summary: Some(format!("{}/3 {}", topic_statuses.len(), if topics_ready { "ready" } else { "not ready" })),
-        topics: topic_statuses,
-        endpoints,
+        stages: outcome.stages,
+        topics_summary: Some(format!("{}/3 {}", outcome.topics.len(), if topics_ready { "ready" } else { "not ready" })),
+        topics: outcome.topics,
+        endpoints: outcome.endpoints,
     };
-    // Writes only what changed: an unchanged pipeline's resync does not
-    // touch its status.
     if p.status.as_ref().map(|s| same_ignoring_times(s, &status)) != Some(true) {
-        let api: Api<StreamPipeline> = Api::namespaced(client.clone(), &namespace);
+        let namespace = p.namespace().unwrap_or_else(|| "default".into());
+        let api: Api<StreamPipeline> = Api::namespaced(ctx.client.clone(), &namespace);
         let patch = serde_json::json!({"apiVersion": "millrace.io/v1alpha1", "kind": "StreamPipeline", "status": status});
         api.patch_status(&p.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await?;
     }
@@ -247,25 +268,22 @@ async fn publish_transitions(
     }
 }
 
-/// The managed Mosquitto: applied when asked for, removed when not.
-async fn reconcile_broker(p: &StreamPipeline, client: &Client, namespace: &str) -> Result<Observation, Error> {
-    use crate::build::mosquitto;
-    let name = mosquitto::name(p);
-    // The claim goes when persistence or the whole broker is dropped.
-    match mosquitto::data_claim(p).filter(|_| p.spec.mosquitto.managed) {
-        Some(claim) => drop(apply(client, namespace, &claim).await?),
+/// The managed Mosquitto: applied when asked for (what an earlier spec
+/// made and this one does not want goes with the orphans).
+async fn apply_broker(p: &StreamPipeline, broker: Option<&children::Broker>, client: &Client, namespace: &str) -> Result<Observation, Error> {
+    use crate::children::mosquitto;
+    // The claim goes when persistence or the whole broker is dropped (by
+    // name: the operator may not list claims).
+    match broker.and_then(|b| b.data_claim.as_ref()) {
+        Some(claim) => drop(apply(client, namespace, claim).await?),
         None => delete_if_owned::<PersistentVolumeClaim>(client, namespace, &mosquitto::data_claim_name(p), p).await?,
     }
-    if !p.spec.mosquitto.managed {
-        // Dropped from the spec: remove what an earlier spec made.
-        delete_if_owned::<Deployment>(client, namespace, &name, p).await?;
-        delete_if_owned::<Service>(client, namespace, &name, p).await?;
-        delete_if_owned::<ConfigMap>(client, namespace, &name, p).await?;
+    let Some(broker) = broker else {
         return Ok(Observation::new(conditions::BROKER_READY, true, "External", format!("using the MQTT broker at {}", p.spec.pipeline.mqtt.url)));
-    }
-    apply(client, namespace, &mosquitto::config_map(p)).await?;
-    apply(client, namespace, &mosquitto::service(p)).await?;
-    let applied = apply(client, namespace, &mosquitto::deployment(p)).await?;
+    };
+    apply(client, namespace, &broker.config_map).await?;
+    apply(client, namespace, &broker.service).await?;
+    let applied = apply(client, namespace, &broker.deployment).await?;
     let ready = applied.status.as_ref().and_then(|s| s.ready_replicas).unwrap_or(0);
     Ok(if ready > 0 {
         Observation::new(conditions::BROKER_READY, true, "BrokerAvailable", format!("Mosquitto is up at {}", mosquitto::url(p)))
@@ -279,40 +297,23 @@ async fn reconcile_broker(p: &StreamPipeline, client: &Client, namespace: &str) 
     })
 }
 
-/// Deletes a child this pipeline made (and nothing a person made).
-async fn delete_if_owned<K>(client: &Client, namespace: &str, name: &str, p: &StreamPipeline) -> Result<(), Error>
-where
-    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope> + Clone + std::fmt::Debug + DeserializeOwned,
-    K::DynamicType: Default,
-{
-    let api: Api<K> = Api::namespaced(client.clone(), namespace);
-    let found = match api.get_opt(name).await {
-        // What the operator may not even read, it cannot have made.
-        Err(e) if is_forbidden(&e) => None,
-        other => other?,
-    };
-    if let Some(object) = found {
-        let owned = object.meta().owner_references.iter().flatten().any(|r| Some(&r.uid) == p.metadata.uid.as_ref());
-        if owned {
-            api.delete(name, &Default::default()).await?;
-        }
-    }
-    Ok(())
-}
-
 /// Grafana: applied when enabled (with a generated admin Secret unless one
-/// is referenced), removed when not.
-async fn reconcile_grafana(p: &StreamPipeline, client: &Client, namespace: &str) -> Result<(Observation, Option<String>), Error> {
-    use crate::build::grafana;
+/// is referenced); its admin Secret removed when not (the rest goes with
+/// the orphans).
+async fn apply_grafana(
+    p: &StreamPipeline,
+    wanted: Option<&children::Grafana>,
+    client: &Client,
+    namespace: &str,
+) -> Result<(Observation, Option<String>), Error> {
+    use crate::children::grafana;
     use k8s_openapi::api::core::v1::Secret;
     let name = grafana::name(p);
-    if !p.spec.grafana.enabled {
-        delete_if_owned::<Deployment>(client, namespace, &name, p).await?;
-        delete_if_owned::<Service>(client, namespace, &name, p).await?;
-        delete_if_owned::<ConfigMap>(client, namespace, &format!("{name}-provisioning"), p).await?;
+    let Some(wanted) = wanted else {
+        // By name: the operator may not list Secrets (that would read them all).
         delete_if_owned::<Secret>(client, namespace, &grafana::admin_secret_name(p), p).await?;
         return Ok((Observation::new(conditions::GRAFANA_READY, true, "Disabled", "Grafana is not enabled for this pipeline"), None));
-    }
+    };
     if p.spec.grafana.admin_secret.is_none() {
         let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
         let secret_name = grafana::admin_secret_name(p);
@@ -344,9 +345,9 @@ async fn reconcile_grafana(p: &StreamPipeline, client: &Client, namespace: &str)
             Err(e) => return Err(e.into()),
         }
     }
-    apply(client, namespace, &grafana::provisioning(p)).await?;
-    apply(client, namespace, &grafana::service(p)).await?;
-    let applied = apply(client, namespace, &grafana::deployment(p)).await?;
+    apply(client, namespace, &wanted.provisioning).await?;
+    apply(client, namespace, &wanted.service).await?;
+    let applied = apply(client, namespace, &wanted.deployment).await?;
     let url = format!("http://{name}.{namespace}.svc:{}", grafana::PORT);
     let ready = applied.status.as_ref().and_then(|s| s.ready_replicas).unwrap_or(0) > 0;
     Ok((
@@ -362,6 +363,62 @@ async fn reconcile_grafana(p: &StreamPipeline, client: &Client, namespace: &str)
         },
         Some(url),
     ))
+}
+
+/// Deletes the children of kinds the operator may list that carry this
+/// pipeline's labels and owner but that `children` does not want (what an
+/// earlier spec made: a managed broker or Grafana dropped from the spec).
+async fn delete_orphans(p: &StreamPipeline, children: &Children, client: &Client, namespace: &str) -> Result<(), Error> {
+    let wanted = children.wanted();
+    delete_orphans_of::<Deployment>(p, &wanted, client, namespace).await?;
+    delete_orphans_of::<StatefulSet>(p, &wanted, client, namespace).await?;
+    delete_orphans_of::<Service>(p, &wanted, client, namespace).await?;
+    delete_orphans_of::<ConfigMap>(p, &wanted, client, namespace).await
+}
+
+async fn delete_orphans_of<K>(p: &StreamPipeline, wanted: &BTreeSet<(&'static str, String)>, client: &Client, namespace: &str) -> Result<(), Error>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope> + k8s_openapi::Resource + Clone + std::fmt::Debug + DeserializeOwned,
+    K::DynamicType: Default,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), namespace);
+    let selector = format!("app.kubernetes.io/instance={},app.kubernetes.io/managed-by={FIELD_MANAGER}", p.name_any());
+    let found = match api.list_metadata(&ListParams::default().labels(&selector)).await {
+        // What the operator may not even read, it cannot have made.
+        Err(e) if is_forbidden(&e) => return Ok(()),
+        other => other?,
+    };
+    for object in found {
+        let name = object.name_any();
+        if owned_by(&object.metadata, p) && !wanted.contains(&(<K as k8s_openapi::Resource>::KIND, name.clone())) {
+            api.delete(&name, &Default::default()).await?;
+        }
+    }
+    Ok(())
+}
+
+fn owned_by(meta: &ObjectMeta, p: &StreamPipeline) -> bool {
+    meta.owner_references.iter().flatten().any(|r| Some(&r.uid) == p.metadata.uid.as_ref())
+}
+
+/// Deletes a child this pipeline made (and nothing a person made).
+async fn delete_if_owned<K>(client: &Client, namespace: &str, name: &str, p: &StreamPipeline) -> Result<(), Error>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope> + Clone + std::fmt::Debug + DeserializeOwned,
+    K::DynamicType: Default,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), namespace);
+    let found = match api.get_opt(name).await {
+        // What the operator may not even read, it cannot have made.
+        Err(e) if is_forbidden(&e) => None,
+        other => other?,
+    };
+    if let Some(object) = found {
+        if owned_by(object.meta(), p) {
+            api.delete(name, &Default::default()).await?;
+        }
+    }
+    Ok(())
 }
 
 fn is_forbidden(e: &kube::Error) -> bool {
@@ -399,7 +456,7 @@ pub async fn run(client: Client) {
 pub async fn run_with(
     client: Client,
     namespace: Option<&str>,
-    health: Arc<millrace_worker::health::Health<crate::metrics::OperatorMetrics>>,
+    health: Arc<millrace_health::Health<crate::metrics::OperatorMetrics>>,
 ) {
     fn scoped<K>(client: &Client, namespace: Option<&str>) -> Api<K>
     where

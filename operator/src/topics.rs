@@ -5,9 +5,10 @@
 
 use std::time::Duration;
 
-use millrace_worker::config::{KafkaConfig, TopicSpec};
+use millrace_config::{KafkaConfig, TopicSpec};
 use rdkafka::admin::{AdminClient, AdminOptions, AlterConfig, NewPartitions, NewTopic, ResourceSpecifier, TopicReplication};
 use rdkafka::client::DefaultClientContext;
+use rdkafka::ClientConfig;
 
 use crate::crd::TopicStatus;
 
@@ -55,7 +56,7 @@ impl AdminClients {
         if let Some(c) = clients.get(&key) {
             return Ok(c.clone());
         }
-        let admin: AdminClient<DefaultClientContext> = millrace_worker::kafka::client_config(kafka)
+        let admin: AdminClient<DefaultClientContext> = ClientConfig::from_iter(kafka.client_properties())
             .set("socket.timeout.ms", "5000")
             .create()
             .map_err(|e| TopicsError::Unreachable { servers: kafka.bootstrap_servers.clone(), detail: e.to_string() })?;

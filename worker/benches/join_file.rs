@@ -2,8 +2,9 @@
 //! generated narrow stream of three machines with two axes each.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use millrace_worker::config::{JoinRuleConfig, TimePolicy};
-use millrace_worker::join::{file, joiner::Joiner};
+use millrace_config::{JoinRuleConfig, TimePolicy};
+use millrace_join::joiner::Joiner;
+use millrace_worker::join::file;
 
 fn input(records: usize) -> Vec<u8> {
     let mut out = String::new();

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use millrace_testkit::{InfluxDb, KafkaBroker, Mosquitto};
-use millrace_worker::config::{InfluxDbTarget, KafkaConfig, PipelineConfig};
+use millrace_config::{InfluxDbTarget, KafkaConfig, PipelineConfig};
 use millrace_worker::dead_letter::DeadLetterSink;
 use millrace_worker::export::{Batch, Exporter};
 use millrace_worker::health::Health;
@@ -161,10 +161,10 @@ fn bench_join(records: usize) -> anyhow::Result<()> {
     let kafka_config = KafkaConfig {
         bootstrap_servers: broker.bootstrap_servers(),
         group_id: "bench".into(),
-        topics: millrace_worker::config::Topics {
-            raw: millrace_worker::config::TopicSpec::named("bench.raw"),
-            joined: millrace_worker::config::TopicSpec::named("bench.joined"),
-            dead_letter: millrace_worker::config::TopicSpec::named("bench.dead"),
+        topics: millrace_config::Topics {
+            raw: millrace_config::TopicSpec::named("bench.raw"),
+            joined: millrace_config::TopicSpec::named("bench.joined"),
+            dead_letter: millrace_config::TopicSpec::named("bench.dead"),
         },
         transaction_interval: Duration::from_millis(100),
         properties: Default::default(),

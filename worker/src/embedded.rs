@@ -12,14 +12,15 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{ExportStream, PipelineConfig};
+use millrace_config::{ExportStream, PipelineConfig};
+use millrace_join::joiner::{Event, Input, Joiner, Rejected};
+use millrace_join::record::NarrowRecord;
+
 use crate::dead_letter::{DeadLetter, DeadLetterSink, Reason};
 use crate::export::{self, Exporter};
 use crate::health::Health;
 use crate::influx::InfluxClient;
 use crate::ingest::{self, RecordOutput};
-use crate::join::joiner::{Event, Input, Joiner, Rejected};
-use crate::record::NarrowRecord;
 
 /// Batches (one per MQTT message) between two stages.
 const CHANNEL_CAPACITY: usize = 4096;

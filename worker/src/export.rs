@@ -15,12 +15,13 @@ use rdkafka::Message;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{ExportStream, InfluxDbTarget, KafkaConfig};
+use millrace_config::{ExportStream, InfluxDbTarget, KafkaConfig};
+use millrace_join::record::NarrowRecord;
+
 use crate::dead_letter::{DeadLetter, DeadLetterSink, Reason};
 use crate::health::Health;
 use crate::influx::{InfluxClient, InfluxError};
 use crate::line_protocol::PointWriter;
-use crate::record::NarrowRecord;
 
 /// Longest wait between write attempts while InfluxDB is unavailable.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);

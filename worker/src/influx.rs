@@ -3,7 +3,8 @@
 
 use std::time::Duration;
 
-use crate::config::InfluxDbTarget;
+use millrace_config::InfluxDbTarget;
+
 use crate::credentials::Credentials;
 use crate::line_protocol::PRECISION;
 

@@ -19,13 +19,14 @@ use rumqttc::{AsyncClient, Event, MqttOptions, Packet, Publish, QoS};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{MqttSource, PipelineConfig};
+use millrace_config::{MqttSource, PipelineConfig};
+use millrace_join::record::NarrowRecord;
+
 use crate::credentials::Credentials;
 use crate::dead_letter::{DeadLetter, DeadLetterSink};
 use crate::health::Health;
 use crate::kafka::{self, Delivery};
 use crate::mqtt_ack::{AckBatch, Connection};
-use crate::record::NarrowRecord;
 use crate::wide::Splitter;
 
 /// MQTT's own limit on a packet (256 MiB).
@@ -180,21 +181,9 @@ impl Ingest<'_> {
     /// session is empty. Returns its options once a drained session is empty
     /// (to remove it); None when a drain stopped before.
     async fn session(&self, client_id: &str, mode: Mode) -> anyhow::Result<Option<MqttOptions>> {
-        let Ingest { config, credentials, output, dead_letters, health, shutdown } = self;
+        let Ingest { config, health, shutdown, .. } = self;
         let splitter = Splitter::new(&config.payload, config.mqtt.max_message_bytes)?;
-        let (host, port) = broker_address(&config.mqtt.url).map_err(anyhow::Error::msg)?;
-        let mut options = MqttOptions::new(client_id, host, port);
-        options
-            .set_keep_alive(Duration::from_secs(30))
-            .set_clean_session(false)
-            .set_manual_acks(true)
-            // The transport takes anything MQTT allows, so that an oversized
-            // message becomes a dead letter instead of a dropped connection.
-            .set_max_packet_size(MAX_MQTT_PACKET, MAX_MQTT_PACKET)
-            .set_request_channel_capacity(MAX_IN_FLIGHT);
-        if let Some(c) = credentials {
-            options.set_credentials(c.username.clone(), c.password.clone());
-        }
+        let options = self.mqtt_options(client_id)?;
         let (client, mut events) = AsyncClient::new(options.clone(), 1024);
         let filters = subscription_filters(&config.mqtt);
         let qos = qos(config.mqtt.qos);
@@ -269,26 +258,7 @@ impl Ingest<'_> {
                         if mode == Mode::Drain {
                             last_message = Some(std::time::Instant::now());
                         }
-                        let split = splitter.split(&publish.payload);
-                        let mut deliveries = Vec::with_capacity(2);
-                        if let Some(problem) = split.problem {
-                            metrics.dead_letter(&problem.reason);
-                            let letter = DeadLetter::new(problem.reason, problem.detail, format!("mqtt:{}", publish.topic), &publish.payload);
-                            deliveries.push(dead_letters.send(&letter).await);
-                        }
-                        if !split.records.is_empty() {
-                            metrics.record_out(split.records.len() as u64);
-                            deliveries.push(output.send(split.records).await);
-                        }
-                        let arrived_on = connection;
-                        pending.push_back(Box::pin(async move {
-                            for d in deliveries {
-                                if let Err(e) = d.await {
-                                    return (publish, arrived_on, Err(e));
-                                }
-                            }
-                            (publish, arrived_on, Ok(()))
-                        }));
+                        pending.push_back(self.accept(publish, connection, &splitter, &metrics).await);
                     }
                     Ok(_) => {}
                     Err(e) => {
@@ -309,30 +279,92 @@ impl Ingest<'_> {
         if mode == Mode::Serve {
             health.set_ready(false);
         }
-        // Graceful stop: acknowledge everything that was accepted downstream.
         if failure.is_none() {
-            while let Some(delivered) = pending.next().await {
-                if let Err(e) = settle(&mut acks, delivered, connection) {
-                    failure = Some(e);
-                    break;
-                }
-            }
+            failure = settle_pending(&mut pending, &mut acks, connection).await.err();
         }
-        if !acks.is_empty() {
-            write_acks(&mut acks, &mut events, &metrics).await;
-        }
-        // The last acknowledgements must be read by the broker before we close.
-        if tokio::time::timeout(Duration::from_secs(5), crate::mqtt_session::disconnect(&client, &mut events)).await.is_err() {
-            tracing::warn!("the MQTT broker did not close the connection within 5 s of DISCONNECT; messages whose acknowledgement it did not read are redelivered on the next connection");
-        }
-        if acks.skipped_stale > 0 {
-            tracing::info!(messages = acks.skipped_stale, "acknowledgements skipped for messages of an earlier connection; the broker redelivers those");
-        }
+        close(&client, &mut events, &mut acks, &metrics).await;
         match failure {
             Some(e) => anyhow::bail!("ingest stopped: {e}"),
             None if mode == Mode::Serve || drained => Ok(Some(options)),
             None => Ok(None),
         }
+    }
+}
+
+impl Ingest<'_> {
+    /// The options of a persistent session named `client_id`.
+    fn mqtt_options(&self, client_id: &str) -> anyhow::Result<MqttOptions> {
+        let (host, port) = broker_address(&self.config.mqtt.url).map_err(anyhow::Error::msg)?;
+        let mut options = MqttOptions::new(client_id, host, port);
+        options
+            .set_keep_alive(Duration::from_secs(30))
+            .set_clean_session(false)
+            .set_manual_acks(true)
+            // The transport takes anything MQTT allows, so that an oversized
+            // message becomes a dead letter instead of a dropped connection.
+            .set_max_packet_size(MAX_MQTT_PACKET, MAX_MQTT_PACKET)
+            .set_request_channel_capacity(MAX_IN_FLIGHT);
+        if let Some(c) = &self.credentials {
+            options.set_credentials(c.username.clone(), c.password.clone());
+        }
+        Ok(options)
+    }
+
+    /// Splits a message and sends its records and dead letter downstream;
+    /// the returned future says whether downstream took them all.
+    async fn accept(
+        &self,
+        publish: Publish,
+        arrived_on: Connection,
+        splitter: &Splitter,
+        metrics: &crate::metrics::StageMetrics<'_>,
+    ) -> futures::future::BoxFuture<'static, Delivered> {
+        let split = splitter.split(&publish.payload);
+        let mut deliveries = Vec::with_capacity(2);
+        if let Some(problem) = split.problem {
+            metrics.dead_letter(&problem.reason);
+            let letter = DeadLetter::new(problem.reason, problem.detail, format!("mqtt:{}", publish.topic), &publish.payload);
+            deliveries.push(self.dead_letters.send(&letter).await);
+        }
+        if !split.records.is_empty() {
+            metrics.record_out(split.records.len() as u64);
+            deliveries.push(self.output.send(split.records).await);
+        }
+        Box::pin(async move {
+            for d in deliveries {
+                if let Err(e) = d.await {
+                    return (publish, arrived_on, Err(e));
+                }
+            }
+            (publish, arrived_on, Ok(()))
+        })
+    }
+}
+
+/// Graceful stop: waits for every message in flight and queues the
+/// acknowledgement of each that downstream took; stops at the first it did not.
+async fn settle_pending(
+    pending: &mut FuturesOrdered<futures::future::BoxFuture<'static, Delivered>>,
+    acks: &mut AckBatch,
+    current: Connection,
+) -> Result<(), String> {
+    while let Some(delivered) = pending.next().await {
+        settle(acks, delivered, current)?;
+    }
+    Ok(())
+}
+
+/// Writes the last acknowledgements and disconnects, so that the broker
+/// reads them before the connection closes.
+async fn close(client: &AsyncClient, events: &mut rumqttc::EventLoop, acks: &mut AckBatch, metrics: &crate::metrics::StageMetrics<'_>) {
+    if !acks.is_empty() {
+        write_acks(acks, events, metrics).await;
+    }
+    if tokio::time::timeout(Duration::from_secs(5), crate::mqtt_session::disconnect(client, events)).await.is_err() {
+        tracing::warn!("the MQTT broker did not close the connection within 5 s of DISCONNECT; messages whose acknowledgement it did not read are redelivered on the next connection");
+    }
+    if acks.skipped_stale > 0 {
+        tracing::info!(messages = acks.skipped_stale, "acknowledgements skipped for messages of an earlier connection; the broker redelivers those");
     }
 }
 

@@ -10,17 +10,12 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
 
-use crate::config::KafkaConfig;
+use millrace_config::KafkaConfig;
 
 /// Base client settings: bootstrap servers plus the pipeline's extra
 /// properties (which may override anything here).
 pub fn client_config(kafka: &KafkaConfig) -> ClientConfig {
-    let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", &kafka.bootstrap_servers);
-    for (k, v) in &kafka.properties {
-        c.set(k, v);
-    }
-    c
+    ClientConfig::from_iter(kafka.client_properties())
 }
 
 /// An idempotent producer: `acks=all`, no duplicates from retries, small

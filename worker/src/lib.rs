@@ -1,12 +1,12 @@
-//! Millrace worker: turns wide MQTT machine messages into narrow records,
-//! joins them deterministically in time, and exports them to InfluxDB.
+//! millrace-worker: the pipeline's stages: turns wide MQTT machine messages
+//! into narrow records, joins them deterministically in time (with the
+//! `millrace-join` crate) and exports them to InfluxDB; the configuration
+//! it runs from is the `millrace-config` crate.
 //!
 //! Data flows one way: MQTT bytes -> wide message -> narrow records ->
 //! joined records -> points; each step a function of the previous one, with
 //! I/O only at the two ends of a stage.
 
-pub mod config;
-pub mod record;
 pub mod dead_letter;
 pub mod wide;
 pub mod line_protocol;

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use millrace_worker::config::PipelineConfig;
+use millrace_config::PipelineConfig;
 
 /// Millrace worker: MQTT ingest, the deterministic time-series join and
 /// InfluxDB export, as separate stages on Kafka or embedded in one process.
@@ -298,8 +298,9 @@ fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
 }
 
 fn join_file(args: JoinFileArgs) -> anyhow::Result<()> {
-    use millrace_worker::config::{JoinRuleConfig, TimePolicy};
-    use millrace_worker::join::{file, joiner::Joiner};
+    use millrace_config::{JoinRuleConfig, TimePolicy};
+    use millrace_join::joiner::Joiner;
+    use millrace_worker::join::file;
     use std::io::{BufRead, BufReader, BufWriter, IsTerminal, Write};
 
     let rule = match (&args.config, &args.left, &args.right) {

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use serde_json::{Map, Value};
 
-use crate::config::PayloadFormat;
-use crate::record::{format_time_like, parse_timestamp};
+use millrace_config::PayloadFormat;
+use millrace_join::record::{format_time_like, parse_timestamp};
 
 /// Where messages come from.
 pub enum Source {

@@ -8,9 +8,10 @@
 use regex::Regex;
 use serde_json::{Map, Value};
 
-use crate::config::{ConfigError, PayloadFormat};
+use millrace_config::{ConfigError, PayloadFormat};
+use millrace_join::record::{parse_timestamp, NarrowRecord, TimestampError};
+
 use crate::dead_letter::Reason;
-use crate::record::{parse_timestamp, NarrowRecord, TimestampError};
 
 /// Why (part of) a message was not turned into records.
 #[derive(Clone, Debug, PartialEq)]

@@ -387,8 +387,8 @@ fn one_worker_joins_the_stream_exactly() {
 
 #[test]
 fn the_generated_stream_joins_exactly_in_process() {
-    use millrace_worker::config::PipelineConfig;
-    use millrace_worker::join::joiner::{Event, Input, Joiner};
+    use millrace_config::PipelineConfig;
+    use millrace_join::joiner::{Event, Input, Joiner};
     let records = stream(6_000, 3);
     let want = spec(&records);
     let config = PipelineConfig::from_yaml(

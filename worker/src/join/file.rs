@@ -9,8 +9,8 @@ use std::io::{BufRead, Write};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::joiner::{Event, Input, Joiner};
-use crate::record::parse_timestamp_str;
+use millrace_join::joiner::{Event, Input, Joiner};
+use millrace_join::record::parse_timestamp_str;
 
 #[derive(Deserialize)]
 struct Line<'a> {
@@ -127,8 +127,8 @@ fn write_event(
         }
         Event::Rejected(r) => {
             match r {
-                super::joiner::Rejected::Late { .. } => summary.late += 1,
-                super::joiner::Rejected::NotANumber { .. } => summary.not_a_number += 1,
+                millrace_join::joiner::Rejected::Late { .. } => summary.late += 1,
+                millrace_join::joiner::Rejected::NotANumber { .. } => summary.not_a_number += 1,
             }
             writeln!(rejects, "line {line}: {r}")
         }
@@ -146,7 +146,7 @@ fn trim(line: &[u8]) -> &[u8] {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{JoinRuleConfig, TimePolicy};
+    use millrace_config::{JoinRuleConfig, TimePolicy};
 
     fn joiner() -> Joiner {
         Joiner::new(&[JoinRuleConfig {

@@ -1,8 +1,6 @@
-//! The deterministic time-series join (see `docs/join-spec.md`).
+//! The join where it meets I/O: over a JSONL file (`join-file`) and on
+//! Kafka, exactly once (the join stage). The join itself, pure, is the
+//! `millrace-join` crate.
 
-pub mod engine;
-pub mod expr;
-pub mod rule;
-pub mod joiner;
 pub mod file;
 pub mod stage;

@@ -33,11 +33,12 @@ use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedPr
 use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 
-use super::joiner::{Event, Input, Joiner, Rejected};
-use crate::config::{JoinRuleConfig, KafkaConfig};
+use millrace_config::{JoinRuleConfig, KafkaConfig};
+use millrace_join::joiner::{Event, Input, Joiner, Rejected};
+use millrace_join::record::parse_timestamp_str;
+
 use crate::dead_letter::{DeadLetter, Reason};
 use crate::health::Health;
-use crate::record::parse_timestamp_str;
 
 const TIMEOUT: Duration = Duration::from_secs(30);
 /// Late offsets kept in the commit metadata; past this, a replay may accept
@@ -415,7 +416,7 @@ fn commit<C: ConsumerContext>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::PipelineConfig;
+    use millrace_config::PipelineConfig;
 
     fn state(suppress_before: i64, next: i64) -> PartitionState {
         let config = PipelineConfig::from_yaml("joins:\n  - {name: power, left: 'actSpeed_(C\\d+)', right: 'vaTorque_(C\\d+)'}\n").unwrap();

@@ -1,11 +1,66 @@
 //! A join rule, compiled once from its configuration: the two selectors,
 //! the key they share, the output name, the time policy and the expression.
 
-use regex::Regex;
+use std::time::Duration;
 
-use super::engine::{PairingOptions, Time};
-use super::expr::{Expr, ExprError};
-use crate::config::{JoinRuleConfig, TimePolicy};
+use regex::Regex;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::engine::{PairingOptions, Time};
+use crate::expr::{Expr, ExprError};
+
+/// Which of two paired records' times the joined record carries.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum TimePolicy {
+    /// The mean of both times.
+    #[default]
+    Mean,
+    /// The earlier of both times.
+    Earlier,
+    /// The later of both times.
+    Later,
+}
+
+/// A join rule: pairs each record of the left quantity with its neighbours in
+/// the right quantity (see the join spec) and derives a new quantity.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct JoinRuleConfig {
+    /// Name of the rule, unique in the pipeline.
+    pub name: String,
+    /// Left quantity: an exact name or a regular expression over the whole
+    /// quantity name. Capture groups shared with `right` join like with like.
+    pub left: String,
+    /// Right quantity, as `left`.
+    pub right: String,
+    /// Name of the derived quantity; may use capture groups (`vaPower_$1`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<String>,
+    /// Arithmetic over `left` and `right`, e.g. `2*pi/60*left*right`.
+    /// Default: `left*right`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expression: Option<String>,
+    /// Time of the joined record.
+    #[serde(default)]
+    pub time: TimePolicy,
+    /// Pairs further apart than this are dropped (e.g. `500ms`).
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "humantime_serde")]
+    #[schemars(with = "Option<String>")]
+    pub max_delta: Option<Duration>,
+    /// Emit a pair of the second kind anyway when its certainty has not
+    /// come within this time. Determinism then holds only for data less late.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "humantime_serde")]
+    #[schemars(with = "Option<String>")]
+    pub max_latency: Option<Duration>,
+    /// Records up to this much older than their side's newest are still put
+    /// in order rather than reported late.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "humantime_serde")]
+    #[schemars(with = "Option<String>")]
+    pub reorder_window: Option<Duration>,
+}
+
 
 /// Picks the quantities of one side: an exact name, or a regular expression
 /// matched against the whole name whose capture groups become part of the
@@ -72,7 +127,7 @@ enum OutputPart {
     Group(usize),
 }
 
-fn nanos(d: std::time::Duration) -> Time {
+fn nanos(d: Duration) -> Time {
     d.as_nanos().min(Time::MAX as u128) as Time
 }
 

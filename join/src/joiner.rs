@@ -7,9 +7,8 @@ use std::sync::Arc;
 
 use serde_json::value::RawValue;
 
-use super::engine::{Late, Pairing, Side, Time};
-use super::rule::{JoinRule, RuleError};
-use crate::config::JoinRuleConfig;
+use crate::engine::{Late, Pairing, Side, Time};
+use crate::rule::{JoinRule, JoinRuleConfig, RuleError};
 use crate::record::{format_time_like, TimeValue};
 
 type HashMap<K, V> = rustc_hash::FxHashMap<K, V>;
@@ -298,7 +297,7 @@ impl Joiner {
     }
 }
 
-fn emit(rule: &JoinRule, info: &KeyInfo, p: super::engine::PairRef<'_, Partner>, counts: &mut JoinCounts, out: &mut impl FnMut(Event<'_>)) {
+fn emit(rule: &JoinRule, info: &KeyInfo, p: crate::engine::PairRef<'_, Partner>, counts: &mut JoinCounts, out: &mut impl FnMut(Event<'_>)) {
     let result = rule.expression.eval(p.left.result, p.right.result);
     if !result.is_finite() {
         counts.not_a_number += 1;

@@ -1,6 +1,10 @@
-//! The pipeline configuration: one set of types for the worker's YAML file
-//! and the `StreamPipeline` spec, so the file format, the CRD schema and
-//! the docs cannot drift apart.
+//! millrace-config: the pipeline configuration, one set of types for the
+//! worker's YAML file and the `StreamPipeline` spec (so the file format, the
+//! CRD schema and the docs cannot drift apart), and its validation.
+//!
+//! A join rule's configuration ([`JoinRuleConfig`], [`TimePolicy`]) is
+//! defined by the join crate, which compiles it; it is re-exported here with
+//! the rest of the pipeline.
 //!
 //! Secrets never appear here: credentials are read by the worker from the
 //! environment (or files) whose names are documented on each type, and the
@@ -12,6 +16,8 @@ use std::time::Duration;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+
+pub use millrace_join::rule::{JoinRuleConfig, TimePolicy};
 
 /// A whole pipeline: where machine data comes from, the Kafka topics that
 /// carry it, the joins to derive, and where results go.
@@ -148,57 +154,6 @@ pub struct TopicSpec {
     pub config: BTreeMap<String, String>,
 }
 
-/// Which of two paired records' times the joined record carries.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum TimePolicy {
-    /// The mean of both times.
-    #[default]
-    Mean,
-    /// The earlier of both times.
-    Earlier,
-    /// The later of both times.
-    Later,
-}
-
-/// A join rule: pairs each record of the left quantity with its neighbours in
-/// the right quantity (see the join spec) and derives a new quantity.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct JoinRuleConfig {
-    /// Name of the rule, unique in the pipeline.
-    pub name: String,
-    /// Left quantity: an exact name or a regular expression over the whole
-    /// quantity name. Capture groups shared with `right` join like with like.
-    pub left: String,
-    /// Right quantity, as `left`.
-    pub right: String,
-    /// Name of the derived quantity; may use capture groups (`vaPower_$1`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub output: Option<String>,
-    /// Arithmetic over `left` and `right`, e.g. `2*pi/60*left*right`.
-    /// Default: `left*right`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub expression: Option<String>,
-    /// Time of the joined record.
-    #[serde(default)]
-    pub time: TimePolicy,
-    /// Pairs further apart than this are dropped (e.g. `500ms`).
-    #[serde(default, skip_serializing_if = "Option::is_none", with = "humantime_serde")]
-    #[schemars(with = "Option<String>")]
-    pub max_delta: Option<Duration>,
-    /// Emit a pair of the second kind anyway when its certainty has not
-    /// come within this time. Determinism then holds only for data less late.
-    #[serde(default, skip_serializing_if = "Option::is_none", with = "humantime_serde")]
-    #[schemars(with = "Option<String>")]
-    pub max_latency: Option<Duration>,
-    /// Records up to this much older than their side's newest are still put
-    /// in order rather than reported late.
-    #[serde(default, skip_serializing_if = "Option::is_none", with = "humantime_serde")]
-    #[schemars(with = "Option<String>")]
-    pub reorder_window: Option<Duration>,
-}
-
 /// The InfluxDB 1.x target.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -276,7 +231,7 @@ pub enum ConfigError {
     #[error("{field}: {message}")]
     Invalid { field: String, message: String },
     #[error(transparent)]
-    Rule(#[from] crate::join::rule::RuleError),
+    Rule(#[from] millrace_join::rule::RuleError),
 }
 
 impl PipelineConfig {
@@ -320,7 +275,7 @@ impl PipelineConfig {
             if !names.insert(rule.name.as_str()) {
                 return Err(invalid(&format!("joins[{i}].name"), &format!("duplicate rule name {:?}", rule.name)));
             }
-            crate::join::rule::JoinRule::compile(i, rule)?;
+            millrace_join::rule::JoinRule::compile(i, rule)?;
         }
         if let Some(kafka) = &self.kafka {
             for (field, topic) in [("raw", &kafka.topics.raw), ("joined", &kafka.topics.joined), ("deadLetter", &kafka.topics.dead_letter)] {
@@ -368,6 +323,16 @@ impl Default for PayloadFormat {
 impl Default for Topics {
     fn default() -> Self {
         Self { raw: default_raw_topic(), joined: default_joined_topic(), dead_letter: default_dead_letter_topic() }
+    }
+}
+
+impl KafkaConfig {
+    /// The librdkafka properties every client starts from: the bootstrap
+    /// servers, then the pipeline's extra properties (which may override
+    /// anything before them).
+    pub fn client_properties(&self) -> impl Iterator<Item = (String, String)> + '_ {
+        std::iter::once(("bootstrap.servers".to_string(), self.bootstrap_servers.clone()))
+            .chain(self.properties.iter().map(|(k, v)| (k.clone(), v.clone())))
     }
 }
 

@@ -5,14 +5,14 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
-    ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource, HTTPGetAction, PodSecurityContext,
-    PodSpec, PodTemplateSpec, Probe, Secret, SecretKeySelector, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
+    ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, HTTPGetAction, PodSecurityContext,
+    PodSpec, PodTemplateSpec, Probe, Secret, Service, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use kube::{Resource, ResourceExt};
+use kube::ResourceExt;
 
-use super::workers::labels;
+use super::{labels, metadata, secret_env};
 use crate::crd::StreamPipeline;
 
 pub const PORT: i32 = 3000;
@@ -28,21 +28,11 @@ pub fn admin_secret_name(p: &StreamPipeline) -> String {
     p.spec.grafana.admin_secret.clone().unwrap_or_else(|| format!("{}-admin", name(p)))
 }
 
-fn metadata(p: &StreamPipeline, name: String) -> ObjectMeta {
-    ObjectMeta {
-        name: Some(name),
-        namespace: p.namespace(),
-        labels: Some(labels(p, COMPONENT)),
-        owner_references: p.controller_owner_ref(&()).map(|o| vec![o]),
-        ..Default::default()
-    }
-}
-
 /// A generated admin Secret (only when none is referenced); `password` is
 /// made once by the caller and kept: the Secret is created, never updated.
 pub fn generated_admin_secret(p: &StreamPipeline, password: &str) -> Secret {
     Secret {
-        metadata: metadata(p, admin_secret_name(p)),
+        metadata: metadata(p, admin_secret_name(p), COMPONENT),
         string_data: Some(BTreeMap::from([("admin-user".into(), "admin".into()), ("admin-password".into(), password.into())])),
         ..Default::default()
     }
@@ -86,7 +76,7 @@ pub fn provisioning(p: &StreamPipeline) -> ConfigMap {
         "panels": [panel(1, "Joined results", &joined_filter, 0), panel(2, "Raw quantities", "\"quantity\" =~ /.*/", 9)],
     });
     ConfigMap {
-        metadata: metadata(p, format!("{}-provisioning", name(p))),
+        metadata: metadata(p, format!("{}-provisioning", name(p)), COMPONENT),
         data: Some(BTreeMap::from([
             ("datasource.yaml".into(), datasource),
             ("dashboards.yaml".into(), providers),
@@ -116,17 +106,6 @@ fn regex_for_output(output: &str) -> String {
     out
 }
 
-fn secret_env(name: &str, secret: &str, key: &str) -> EnvVar {
-    EnvVar {
-        name: name.into(),
-        value_from: Some(EnvVarSource {
-            secret_key_ref: Some(SecretKeySelector { name: secret.into(), key: key.into(), optional: Some(false) }),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
-
 pub fn deployment(p: &StreamPipeline) -> Deployment {
     let selector = labels(p, COMPONENT);
     let admin = admin_secret_name(p);
@@ -152,7 +131,7 @@ pub fn deployment(p: &StreamPipeline) -> Deployment {
         ..Default::default()
     };
     Deployment {
-        metadata: metadata(p, name(p)),
+        metadata: metadata(p, name(p), COMPONENT),
         spec: Some(DeploymentSpec {
             replicas: Some(1),
             selector: LabelSelector { match_labels: Some(selector.clone()), ..Default::default() },
@@ -191,23 +170,7 @@ pub fn deployment(p: &StreamPipeline) -> Deployment {
 }
 
 pub fn service(p: &StreamPipeline) -> Service {
-    Service {
-        metadata: metadata(p, name(p)),
-        spec: Some(ServiceSpec {
-            type_: p.spec.grafana.node_port.map(|_| "NodePort".to_string()),
-            selector: Some(labels(p, COMPONENT)),
-            ports: Some(vec![ServicePort {
-                node_port: p.spec.grafana.node_port,
-                name: Some("http".into()),
-                protocol: Some("TCP".into()),
-                port: PORT,
-                target_port: Some(IntOrString::String("http".into())),
-                ..Default::default()
-            }]),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
+    super::service(p, name(p), COMPONENT, "http", PORT, p.spec.grafana.node_port)
 }
 
 #[cfg(test)]

@@ -14,15 +14,15 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction,
-    ObjectFieldSelector, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SecretKeySelector, SecurityContext, Service,
-    ServicePort, ServiceSpec, Volume, VolumeMount,
+    ObjectFieldSelector, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SecurityContext, Service,
+    Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use kube::{Resource, ResourceExt};
-use millrace_worker::config::SecretCredentials;
+use kube::ResourceExt;
 use sha2::{Digest, Sha256};
 
+use super::{labels, metadata, secret_env};
 use crate::crd::{StageSpec, StreamPipeline};
 
 /// Where the worker reads its configuration inside the Pod.
@@ -67,26 +67,6 @@ impl Stage {
     }
 }
 
-/// Labels every object of a pipeline carries (and selects by).
-pub fn labels(p: &StreamPipeline, component: &str) -> BTreeMap<String, String> {
-    BTreeMap::from([
-        ("app.kubernetes.io/name".to_string(), "millrace".to_string()),
-        ("app.kubernetes.io/instance".to_string(), p.name_any()),
-        ("app.kubernetes.io/component".to_string(), component.to_string()),
-        ("app.kubernetes.io/managed-by".to_string(), "millrace-operator".to_string()),
-    ])
-}
-
-fn metadata(p: &StreamPipeline, name: String, component: &str) -> ObjectMeta {
-    ObjectMeta {
-        name: Some(name),
-        namespace: p.namespace(),
-        labels: Some(labels(p, component)),
-        owner_references: p.controller_owner_ref(&()).map(|o| vec![o]),
-        ..Default::default()
-    }
-}
-
 /// The worker's configuration file: the spec's pipeline section, as YAML.
 /// Credentials are never in it: only the names of the Secrets.
 pub fn config_map(p: &StreamPipeline) -> ConfigMap {
@@ -114,26 +94,15 @@ pub fn config_hash(config: &ConfigMap) -> String {
     hex::encode(&hasher.finalize()[..8])
 }
 
-fn secret_env(name: &str, credentials: &SecretCredentials, key: &str) -> EnvVar {
-    EnvVar {
-        name: name.to_string(),
-        value_from: Some(EnvVarSource {
-            secret_key_ref: Some(SecretKeySelector { name: credentials.secret_name.clone(), key: key.to_string(), optional: Some(false) }),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
-
 fn credential_env(p: &StreamPipeline) -> Vec<EnvVar> {
     let mut env = Vec::new();
     if let Some(c) = p.spec.pipeline.influxdb.as_ref().and_then(|i| i.credentials.as_ref()) {
-        env.push(secret_env("MILLRACE_INFLUXDB_USERNAME", c, &c.username_key));
-        env.push(secret_env("MILLRACE_INFLUXDB_PASSWORD", c, &c.password_key));
+        env.push(secret_env("MILLRACE_INFLUXDB_USERNAME", &c.secret_name, &c.username_key));
+        env.push(secret_env("MILLRACE_INFLUXDB_PASSWORD", &c.secret_name, &c.password_key));
     }
     if let Some(c) = &p.spec.pipeline.mqtt.credentials {
-        env.push(secret_env("MILLRACE_MQTT_USERNAME", c, &c.username_key));
-        env.push(secret_env("MILLRACE_MQTT_PASSWORD", c, &c.password_key));
+        env.push(secret_env("MILLRACE_MQTT_USERNAME", &c.secret_name, &c.username_key));
+        env.push(secret_env("MILLRACE_MQTT_PASSWORD", &c.secret_name, &c.password_key));
     }
     env
 }
@@ -264,24 +233,11 @@ pub fn metrics_service_name(p: &StreamPipeline, stage: Stage) -> String {
 /// The metrics Service of one stage. Headless: scrapers want every Pod,
 /// and a pipeline's three take no cluster IPs.
 pub fn metrics_service(p: &StreamPipeline, stage: Stage) -> Service {
-    Service {
-        metadata: metadata(p, metrics_service_name(p, stage), stage.name()),
-        spec: Some(ServiceSpec {
-            cluster_ip: Some("None".into()),
-            selector: Some(labels(p, stage.name())),
-            ports: Some(vec![ServicePort {
-                name: Some("metrics".into()),
-                // Explicit: server-side apply on older API servers needs the
-                // list key even where it has a default.
-                protocol: Some("TCP".into()),
-                port: METRICS_PORT,
-                target_port: Some(IntOrString::String("metrics".into())),
-                ..Default::default()
-            }]),
-            ..Default::default()
-        }),
-        ..Default::default()
+    let mut service = super::service(p, metrics_service_name(p, stage), stage.name(), "metrics", METRICS_PORT, None);
+    if let Some(spec) = service.spec.as_mut() {
+        spec.cluster_ip = Some("None".into());
     }
+    service
 }
 
 #[cfg(test)]
@@ -373,7 +329,7 @@ spec:
         let p = pipeline(SPEC);
         let cm = config_map(&p);
         let yaml = &cm.data.as_ref().unwrap()[CONFIG_FILE];
-        let back = millrace_worker::config::PipelineConfig::from_yaml(yaml).unwrap();
+        let back = millrace_config::PipelineConfig::from_yaml(yaml).unwrap();
         assert_eq!(back, p.spec.pipeline, "the worker reads what the spec says");
         let mut changed = p.clone();
         changed.spec.pipeline.joins[0].expression = Some("left+right".into());

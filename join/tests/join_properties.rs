@@ -4,7 +4,7 @@
 
 use std::collections::BTreeSet;
 
-use millrace_worker::join::engine::{KeyState, Pairing, PairingOptions, Side, Time};
+use millrace_join::engine::{KeyState, Pairing, PairingOptions, Side, Time};
 use proptest::prelude::*;
 
 /// The spec's definition, directly: pairs as (left index, right index).

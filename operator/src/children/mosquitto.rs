@@ -7,14 +7,14 @@ use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy}
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, PersistentVolumeClaim,
     PersistentVolumeClaimSpec, PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SecretVolumeSource,
-    SecurityContext, Service, ServicePort, ServiceSpec, TCPSocketAction, Volume, VolumeMount, VolumeResourceRequirements,
+    SecurityContext, Service, TCPSocketAction, Volume, VolumeMount, VolumeResourceRequirements,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use kube::{Resource, ResourceExt};
+use kube::ResourceExt;
 
-use super::workers::labels;
+use super::{labels, metadata};
 use crate::crd::StreamPipeline;
 
 pub const MQTT_PORT: i32 = 1883;
@@ -34,7 +34,7 @@ pub fn data_claim_name(p: &StreamPipeline) -> String {
 pub fn data_claim(p: &StreamPipeline) -> Option<PersistentVolumeClaim> {
     let size = p.spec.mosquitto.persistence_size.clone()?;
     Some(PersistentVolumeClaim {
-        metadata: metadata(p, data_claim_name(p)),
+        metadata: metadata(p, data_claim_name(p), COMPONENT),
         spec: Some(PersistentVolumeClaimSpec {
             access_modes: Some(vec!["ReadWriteOnce".into()]),
             resources: Some(VolumeResourceRequirements { requests: Some(BTreeMap::from([("storage".into(), Quantity(size))])), ..Default::default() }),
@@ -50,16 +50,6 @@ pub fn url(p: &StreamPipeline) -> String {
     format!("mqtt://{}:{MQTT_PORT}", name(p))
 }
 
-fn metadata(p: &StreamPipeline, name: String) -> ObjectMeta {
-    ObjectMeta {
-        name: Some(name),
-        namespace: p.namespace(),
-        labels: Some(labels(p, COMPONENT)),
-        owner_references: p.controller_owner_ref(&()).map(|o| vec![o]),
-        ..Default::default()
-    }
-}
-
 /// `mosquitto.conf`: a listener for the cluster, persistence when asked,
 /// a password file (from the Secret) when auth is on.
 pub fn config_map(p: &StreamPipeline) -> ConfigMap {
@@ -73,7 +63,7 @@ pub fn config_map(p: &StreamPipeline) -> ConfigMap {
     } else {
         conf.push_str("allow_anonymous true\n");
     }
-    ConfigMap { metadata: metadata(p, name(p)), data: Some(BTreeMap::from([("mosquitto.conf".into(), conf)])), ..Default::default() }
+    ConfigMap { metadata: metadata(p, name(p), COMPONENT), data: Some(BTreeMap::from([("mosquitto.conf".into(), conf)])), ..Default::default() }
 }
 
 pub fn deployment(p: &StreamPipeline) -> Deployment {
@@ -107,7 +97,7 @@ pub fn deployment(p: &StreamPipeline) -> Deployment {
     }
     let probe = Probe { tcp_socket: Some(TCPSocketAction { port: IntOrString::Int(MQTT_PORT), ..Default::default() }), period_seconds: Some(10), ..Default::default() };
     Deployment {
-        metadata: metadata(p, name(p)),
+        metadata: metadata(p, name(p), COMPONENT),
         spec: Some(DeploymentSpec {
             replicas: Some(1),
             // One broker at a time: sessions and queues live in one place.
@@ -146,23 +136,7 @@ pub fn deployment(p: &StreamPipeline) -> Deployment {
 }
 
 pub fn service(p: &StreamPipeline) -> Service {
-    Service {
-        metadata: metadata(p, name(p)),
-        spec: Some(ServiceSpec {
-            type_: p.spec.mosquitto.node_port.map(|_| "NodePort".to_string()),
-            selector: Some(labels(p, COMPONENT)),
-            ports: Some(vec![ServicePort {
-                node_port: p.spec.mosquitto.node_port,
-                name: Some("mqtt".into()),
-                protocol: Some("TCP".into()),
-                port: MQTT_PORT,
-                target_port: Some(IntOrString::String("mqtt".into())),
-                ..Default::default()
-            }]),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
+    super::service(p, name(p), COMPONENT, "mqtt", MQTT_PORT, p.spec.mosquitto.node_port)
 }
 
 #[cfg(test)]

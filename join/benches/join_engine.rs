@@ -3,7 +3,7 @@
 //! Also prints the state held over a 10-million-record stream.
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use millrace_worker::join::engine::{Pairing, PairingOptions, Side};
+use millrace_join::engine::{Pairing, PairingOptions, Side};
 
 fn stream(n: usize) -> Vec<(Side, i64)> {
     (0..n).map(|i| (if i % 2 == 0 { Side::Left } else { Side::Right }, i as i64 * 1_000_000)).collect()
