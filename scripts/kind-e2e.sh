@@ -188,7 +188,7 @@ if [ "$MODE" = local ]; then
   bash scripts/harness/images.sh all
   log "images ready in $((SECONDS - start)) s"
   # Everything the cluster runs, since nothing can be pulled.
-  IMAGES=("$WORKER_IMAGE" "$OPERATOR_IMAGE" apache/kafka:4.4.0 influxdb:1.6 eclipse-mosquitto:2.0 prom/prometheus:v2.42.0)
+  IMAGES=("$WORKER_IMAGE" "$OPERATOR_IMAGE" apache/kafka:4.4.0 influxdb:1.6 eclipse-mosquitto:2.0 prom/prometheus:v3.16.0)
 else
   for image in worker operator; do
     tag="millrace/$image:$VERSION"

@@ -15,7 +15,7 @@
 #             this machine's toolchain, a distroless-like runtime), then
 #             millrace/worker and millrace/operator from docker/*.Dockerfile
 #   services  eclipse-mosquitto:2.0, influxdb:1.6, apache/kafka:4.4.0 and
-#             prom/prometheus:v2.42.0 under the official names, from Debian's
+#             prom/prometheus:v3.16.0 under the official names, from Debian's
 #             packages and the Maven jars (scripts/harness/service-images.sh
 #             says how each differs from the official image)
 #

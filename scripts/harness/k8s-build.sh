@@ -7,9 +7,11 @@
 #   coredns-$COREDNS_VERSION/bin/coredns
 #   pause-$K8S_VERSION/bin/pause         (gcc -static, from the kubernetes module)
 #   kind-$KIND_VERSION/bin/kind
+#   prometheus-$PROMETHEUS_VERSION/bin/   prometheus, promtool (Kubernetes service
+#                           discovery only: build tags remove_all_sd,enable_kubernetes_sd)
 # The Go module and build caches live in $MILLRACE_CACHE/go, so a rebuild
 # after a cleared output takes about a minute instead of twelve.
-# Usage: scripts/harness/k8s-build.sh [all|apiserver|kind]
+# Usage: scripts/harness/k8s-build.sh [all|apiserver|kind|prometheus]
 #   apiserver: only kube-apiserver + etcd (what the API-server tests need)
 set -euo pipefail
 
@@ -124,9 +126,23 @@ build_kind() {
   GOBIN="$out" quiet go install "sigs.k8s.io/kind@$KIND_VERSION"
 }
 
+build_prometheus() {
+  local out="$CACHE/prometheus-$PROMETHEUS_VERSION/bin"
+  [ -x "$out/prometheus" ] && [ -x "$out/promtool" ] && return 0
+  log "prometheus $PROMETHEUS_VERSION (module $PROMETHEUS_MODULE_VERSION)"
+  mkdir -p "$out"
+  # The web UI's assets are built with npm (tag builtinassets): left out, the
+  # HTTP API, /metrics and scraping are all there.
+  GOBIN="$out" quiet go install -trimpath -tags remove_all_sd,enable_kubernetes_sd \
+    -ldflags "-s -w -X github.com/prometheus/common/version.Version=${PROMETHEUS_VERSION#v}" \
+    "github.com/prometheus/prometheus/cmd/prometheus@$PROMETHEUS_MODULE_VERSION" \
+    "github.com/prometheus/prometheus/cmd/promtool@$PROMETHEUS_MODULE_VERSION"
+}
+
 case "$what" in
   apiserver) build_kubernetes; build_etcd ;;
   kind) build_kind ;;
-  all) build_kubernetes; build_etcd; build_coredns; build_pause; build_kind ;;
-  *) echo "usage: $0 [all|apiserver|kind]" >&2; exit 2 ;;
+  prometheus) build_prometheus ;;
+  all) build_kubernetes; build_etcd; build_coredns; build_pause; build_kind; build_prometheus ;;
+  *) echo "usage: $0 [all|apiserver|kind|prometheus]" >&2; exit 2 ;;
 esac

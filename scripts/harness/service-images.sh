@@ -84,20 +84,17 @@
 #   kafka.jsa and storage.jsa), so the JVM starts slower (broker ready in
 #   about 15 s on 2 busy cores).
 #
-# prom/prometheus:v2.42.0 (images/prometheus.Dockerfile): as the official
-#   image: /bin/prometheus and /bin/promtool; /etc/prometheus/prometheus.yml
-#   scraping Prometheus itself at localhost:9090 every 15 s; console
-#   directories in /usr/share/prometheus linked from /etc/prometheus;
-#   /etc/prometheus and /prometheus owned by nobody (65534); USER nobody;
-#   WORKDIR and VOLUME /prometheus; EXPOSE 9090; ENTRYPOINT /bin/prometheus
-#   and the official CMD (--config.file, --storage.tsdb.path,
-#   --web.console.libraries, --web.console.templates). Differences: Debian's
-#   2.42.0+ds build (Debian's Go and patches; it reports version 2.42.0+ds);
-#   only the classic web UI (Debian builds no React UI), with Debian's
-#   libjs-* files (only those its pages load); no example consoles or
-#   console libraries (Debian ships none); group 65534 is named nogroup, not
-#   nobody; no LICENSE, NOTICE or npm_licenses.tar.bz2; Debian 12 slim
-#   instead of busybox.
+# prom/prometheus:$PROMETHEUS_VERSION (images/prometheus.Dockerfile): Prometheus
+#   built here from its Go module (scripts/harness/k8s-build.sh prometheus;
+#   Debian's 2.42 has no Kubernetes service discovery); as the official image:
+#   /bin/prometheus and /bin/promtool; /etc/prometheus/prometheus.yml scraping
+#   Prometheus itself; /etc/prometheus and /prometheus owned by nobody (65534);
+#   USER nobody; WORKDIR and VOLUME /prometheus; EXPOSE 9090; ENTRYPOINT
+#   /bin/prometheus and the official CMD. Differences: only Kubernetes service
+#   discovery is compiled in (build tags remove_all_sd,enable_kubernetes_sd;
+#   static_configs work as always); no web UI (its assets are built with npm;
+#   the HTTP API, /metrics and /-/ready are there); Debian 12 slim instead of
+#   busybox; no LICENSE or NOTICE files.
 set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
 # shellcheck source=scripts/harness/versions.sh
@@ -109,7 +106,7 @@ DEBIAN_IMAGE=localhost/debian:bookworm-slim
 # The versions each image must carry (checked inside its build).
 MOSQUITTO_SERIES=2.0
 INFLUXDB_SERIES=1.6
-PROMETHEUS_VERSION=2.42.0
+PROMETHEUS_BIN="$CACHE/prometheus-$PROMETHEUS_VERSION/bin"
 KAFKA_LIB="$CACHE/kafka-$KAFKA_VERSION/lib"
 
 log() { printf '[service-images] %s\n' "$*" >&2; }
@@ -133,6 +130,7 @@ build() {
   local dockerfile="$IMAGES/$name.Dockerfile" dir="$IMAGES/$name"
   local extra=()
   [ "$name" = kafka ] && extra=(<(cd "$KAFKA_LIB" && sha256sum -- *.jar))
+  [ "$name" = prometheus ] && extra=(<(sha256sum "$PROMETHEUS_BIN/prometheus" "$PROMETHEUS_BIN/promtool"))
   hash=$(inputs_hash "$dockerfile" <(cd "$dir" && find . -type f -exec sha256sum {} + | LC_ALL=C sort -k2) \
     <(printf '%s\n' "$@") <(docker image inspect -f '{{ .Id }}' "$DEBIAN_IMAGE") "${extra[@]}")
   if current "$tag" "$hash"; then
@@ -141,6 +139,10 @@ build() {
   fi
   ctx=$(mktemp -d /var/tmp/millrace-service.XXXXXX)
   cp -r "$dir" "$ctx/$name"
+  if [ "$name" = prometheus ]; then
+    mkdir "$ctx/bin"
+    cp "$PROMETHEUS_BIN/prometheus" "$PROMETHEUS_BIN/promtool" "$ctx/bin/"
+  fi
   if [ "$name" = kafka ]; then
     mkdir "$ctx/libs"
     cp -l "$KAFKA_LIB"/*.jar "$ctx/libs/" 2>/dev/null || cp "$KAFKA_LIB"/*.jar "$ctx/libs/"
@@ -160,7 +162,10 @@ build() {
 
 mosquitto() { build mosquitto eclipse-mosquitto:2.0 "MOSQUITTO_SERIES=$MOSQUITTO_SERIES"; }
 influxdb() { build influxdb influxdb:1.6 "INFLUXDB_SERIES=$INFLUXDB_SERIES"; }
-prometheus() { build prometheus "prom/prometheus:v$PROMETHEUS_VERSION" "PROMETHEUS_VERSION=$PROMETHEUS_VERSION"; }
+prometheus() {
+  [ -x "$PROMETHEUS_BIN/prometheus" ] || die "$PROMETHEUS_BIN/prometheus not built: bash scripts/harness/k8s-build.sh prometheus"
+  build prometheus "prom/prometheus:$PROMETHEUS_VERSION"
+}
 kafka() {
   [ -e "$CACHE/kafka-$KAFKA_VERSION/lib.complete" ] && [ -d "$KAFKA_LIB" ] \
     || die "the Apache Kafka $KAFKA_VERSION jars are missing from $KAFKA_LIB: run bash scripts/harness/kafka-fetch.sh first"

@@ -63,7 +63,7 @@ step "cluster $CLUSTER Ready, CoreDNS running"
 
 images=("$WORKER_IMAGE")
 # Without a registry every image comes from the harness's engine.
-[ "$(bash "$HERE/cluster.sh" mode)" = kind ] || images+=(eclipse-mosquitto:2.0 influxdb:1.6 prom/prometheus:v2.42.0)
+[ "$(bash "$HERE/cluster.sh" mode)" = kind ] || images+=(eclipse-mosquitto:2.0 influxdb:1.6 prom/prometheus:v3.16.0)
 for image in "${images[@]}"; do
   docker image inspect "$image" >/dev/null 2>&1 || fail "image $image not built (scripts/harness/images.sh all)"
 done

@@ -202,19 +202,129 @@ fn bench_join(records: usize) -> anyhow::Result<()> {
         let (health, stop) = (health.clone(), stop.clone());
         std::thread::spawn(move || millrace_worker::join::stage::run(&kafka_config, &rules, health, stop))
     };
+    // Where the time goes: joining the group (until the first record), the
+    // transactions' commits (the stage's own histogram), and the rest.
+    let mut first_record = None;
     while counter(&health, "millrace_records_in_total{stage=\"join\"}") < records as f64 {
-        std::thread::sleep(Duration::from_millis(10));
+        if first_record.is_none() && counter(&health, "millrace_records_in_total{stage=\"join\"}") > 0.0 {
+            first_record = Some(start.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(5));
     }
     stop.store(true, Ordering::Relaxed);
     worker.join().expect("join thread")?;
     let elapsed = start.elapsed();
+    let first_record = first_record.unwrap_or(elapsed).as_secs_f64();
     let joined = counter(&health, "millrace_records_out_total{stage=\"join\"}");
     let commits = counter(&health, "millrace_join_transaction_seconds_count");
+    let committing = counter(&health, "millrace_join_transaction_seconds_sum");
+    let steady = elapsed.as_secs_f64() - first_record;
     println!(
-        "join on Kafka: {records} narrow records -> {joined} joined records in {:.2} s: {:.0} joined records/s, {:.0} input records/s, {commits} transactions (every 100 ms), consume + produce through Apache Kafka 4.4 on the same 2 cores",
+        "join on Kafka: {records} narrow records -> {joined} joined records in {:.2} s: {:.0} joined records/s, {:.0} input records/s; \
+         first record after {first_record:.2} s (group join, assignment), then {:.0} input records/s; {commits} transactions took {committing:.2} s \
+         ({:.1} ms each), the rest {:.2} s; Apache Kafka 4.4 on the same 2 cores",
         elapsed.as_secs_f64(),
         joined / elapsed.as_secs_f64(),
-        records as f64 / elapsed.as_secs_f64()
+        records as f64 / elapsed.as_secs_f64(),
+        records as f64 / steady,
+        1000.0 * committing / commits.max(1.0),
+        steady - committing,
+    );
+    let _ = broker.create_topic("bench.ceiling", 6);
+    ceiling_transactional_copy(&broker.bootstrap_servers(), records)?;
+    Ok(())
+}
+
+/// The ceiling for the join stage: the same client (rdkafka, the same
+/// consumer and producer settings) copying the same raw records to another
+/// topic, in transactions committed with their offsets every 100 ms, and
+/// nothing else. The stage's figure reads as a share of this one.
+fn ceiling_transactional_copy(bootstrap: &str, records: usize) -> anyhow::Result<()> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+    use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+    let timeout = Duration::from_secs(30);
+    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("transactional.id", "bench-ceiling")
+        .set("transaction.timeout.ms", "10000")
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "5")
+        .create()?;
+    producer.init_transactions(timeout)?;
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "bench-ceiling")
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("isolation.level", "read_committed")
+        .set("partition.assignment.strategy", "range")
+        .set("session.timeout.ms", "6000")
+        .set("heartbeat.interval.ms", "1000")
+        .set("max.poll.interval.ms", "10000")
+        .create()?;
+    consumer.subscribe(&["bench.raw"])?;
+    let start = Instant::now();
+    let (mut copied, mut first_record, mut commits, mut committing) = (0usize, None, 0u32, Duration::ZERO);
+    let mut next: std::collections::HashMap<i32, i64> = Default::default();
+    let mut last_commit = Instant::now();
+    let mut open = false;
+    let commit = |next: &std::collections::HashMap<i32, i64>| -> anyhow::Result<Duration> {
+        let started = Instant::now();
+        while producer.in_flight_count() > 0 {
+            producer.poll(Duration::from_millis(1));
+        }
+        let mut offsets = TopicPartitionList::new();
+        for (partition, offset) in next {
+            offsets.add_partition_offset("bench.raw", *partition, Offset::Offset(*offset))?;
+        }
+        let group = consumer.group_metadata().ok_or_else(|| anyhow::anyhow!("no group metadata"))?;
+        producer.send_offsets_to_transaction(&offsets, &group, timeout)?;
+        producer.commit_transaction(timeout)?;
+        Ok(started.elapsed())
+    };
+    while copied < records {
+        let Some(message) = consumer.poll(Duration::from_millis(50)) else { continue };
+        let m = message?;
+        first_record.get_or_insert_with(|| start.elapsed());
+        if !open {
+            producer.begin_transaction()?;
+            open = true;
+        }
+        let mut record = BaseRecord::to("bench.ceiling").payload(m.payload().unwrap_or_default());
+        if let Some(key) = m.key() {
+            record = record.key(key);
+        }
+        let mut record = Some(record);
+        while let Some(r) = record.take() {
+            if let Err((_, r)) = producer.send(r) {
+                record = Some(r);
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        next.insert(m.partition(), m.offset() + 1);
+        copied += 1;
+        if last_commit.elapsed() >= Duration::from_millis(100) {
+            committing += commit(&next)?;
+            commits += 1;
+            open = false;
+            last_commit = Instant::now();
+        }
+    }
+    if open {
+        committing += commit(&next)?;
+        commits += 1;
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    let first = first_record.unwrap_or_default().as_secs_f64();
+    println!(
+        "ceiling, the same client copying them transactionally: {copied} records in {elapsed:.2} s: {:.0} records/s; first record after {first:.2} s, \
+         then {:.0} records/s; {commits} transactions took {:.2} s ({:.1} ms each)",
+        copied as f64 / elapsed,
+        copied as f64 / (elapsed - first),
+        committing.as_secs_f64(),
+        1000.0 * committing.as_secs_f64() / f64::from(commits.max(1)),
     );
     Ok(())
 }
