@@ -179,8 +179,11 @@ port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 # --- the engine and the images --------------------------------------------------------
 if [ "$MODE" = local ]; then
-  log "starting the harness's own Docker engine (scripts/harness/dockerd.sh)"
-  ENGINE_STARTED=1
+  # Stopped at the end only if this run started it.
+  if ! bash scripts/harness/dockerd.sh status; then
+    log "starting the harness's own Docker engine (scripts/harness/dockerd.sh)"
+    ENGINE_STARTED=1
+  fi
   bash scripts/harness/dockerd.sh up
   eval "$(bash scripts/harness/dockerd.sh env)"
   log "building the images here (scripts/harness/images.sh all)"
@@ -254,10 +257,23 @@ image=$(k -n "$NS" get statefulset "$PIPELINE-ingest" -o jsonpath='{.spec.templa
 [ "$image" = "$WORKER_IMAGE" ] || fail "the ingest StatefulSet runs $image, not $WORKER_IMAGE"
 
 # --- machine data over MQTT -----------------------------------------------------------------
-if command -v cargo >/dev/null 2>&1; then
-  log "building the worker on this computer for the simulator"
+# The simulator is the worker image's own binary, run on this computer (the
+# image is Debian 12's glibc); where it cannot run here, a release build; with
+# neither, a Pod inside the cluster.
+WORKER=""
+mkdir -p target/kind-e2e
+container=$(docker create "$WORKER_IMAGE")
+docker cp "$container:/millrace-worker" target/kind-e2e/millrace-worker >/dev/null
+docker rm "$container" >/dev/null
+if target/kind-e2e/millrace-worker --version >/dev/null 2>&1; then
+  WORKER=target/kind-e2e/millrace-worker
+  log "the simulator: $WORKER, copied out of $WORKER_IMAGE"
+elif command -v cargo >/dev/null 2>&1; then
+  log "the image's binary does not run on this computer: building the worker here for the simulator"
   cargo build --release -j "$JOBS" -p millrace-worker
   WORKER=target/release/millrace-worker
+fi
+if [ -n "$WORKER" ]; then
   wait_for 120 "localhost:1883 (the managed Mosquitto's NodePort)" port_open 1883
   publish() {
     if [ -f "$DATA" ]; then
@@ -269,10 +285,10 @@ if command -v cargo >/dev/null 2>&1; then
     fi
   }
 else
-  # No Rust toolchain: publish from a Pod of the worker image, inside the
-  # cluster (the host port mapping of MQTT is then not exercised).
+  # Publish from a Pod of the worker image, inside the cluster (the host port
+  # mapping of MQTT is then not exercised).
   publish() {
-    log "publishing generated machines from a Pod (cargo not found on this computer)"
+    log "publishing generated machines from a Pod (no simulator runs on this computer)"
     k -n "$NS" delete pod millrace-simulate --ignore-not-found --wait=true >/dev/null
     k -n "$NS" run millrace-simulate --image="$WORKER_IMAGE" --image-pull-policy=Never --restart=Never -- \
       simulate --url "mqtt://$PIPELINE-mosquitto:1883" --machines 3 --interval 100ms --duration 15s --rate 300

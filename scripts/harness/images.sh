@@ -116,7 +116,8 @@ YAML
 kind_base() {
   [ -d "$KIND_FILES" ] || die "kind's sources ($KIND_FILES) not found: bash scripts/harness/k8s-build.sh kind"
   local hash ctx
-  hash=$(inputs_hash "$IMAGES/kind-base.Dockerfile" "$HERE/versions.sh" <(find "$KIND_FILES" -type f -exec sha256sum {} + | sort))
+  hash=$(inputs_hash "$IMAGES/kind-base.Dockerfile" <(echo "$KIND_VERSION") <(find "$KIND_FILES" -type f -exec sha256sum {} + | sort) \
+    <(docker image inspect -f '{{ .Id }}' "$DEBIAN_IMAGE"))
   current "$KIND_BASE_IMAGE" "$hash" && return 0
   ctx=$(mktemp -d)
   cp -r "$KIND_FILES/." "$ctx/"
