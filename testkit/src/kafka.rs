@@ -408,14 +408,25 @@ fn create_topic(servers: &str, name: &str, partitions: i32, replicas: i32, confi
     }
 }
 
-/// A single-node Apache Kafka (KRaft, combined) with a fresh data dir.
+/// A single-node Apache Kafka (KRaft, combined) with a fresh data dir; or,
+/// with `MILLRACE_KAFKA_BOOTSTRAP=host:port` set, a Kafka of your own
+/// (the tests name every topic and group uniquely; a test that stops, kills
+/// or restarts the broker fails there with a message that says so).
 pub struct KafkaBroker {
-    node: Node,
-    _dir: Dir,
+    node: Option<Node>,
+    bootstrap: String,
+    _dir: Option<Dir>,
 }
+
+/// The environment variable naming a Kafka of your own for the tests.
+pub const KAFKA_BOOTSTRAP_ENV: &str = "MILLRACE_KAFKA_BOOTSTRAP";
 
 impl KafkaBroker {
     pub fn start() -> Result<Self, StartError> {
+        if let Some(bootstrap) = std::env::var(KAFKA_BOOTSTRAP_ENV).ok().filter(|v| !v.trim().is_empty()) {
+            eprintln!("kafka: using yours at {bootstrap} ({KAFKA_BOOTSTRAP_ENV})");
+            return Ok(Self { node: None, bootstrap, _dir: None });
+        }
         let rt = runtime()?;
         let started = Instant::now();
         let dir = new_dir("kafka")?;
@@ -427,32 +438,46 @@ impl KafkaBroker {
             directory_id: random_uuid(),
         };
         let quorum = format!("127.0.0.1:{}", spec.controller_port);
-        let mut broker = Self { node: Node::new(&spec), _dir: Dir(dir) };
+        let node = Node::new(&spec);
+        let bootstrap = node.bootstrap();
+        let mut broker = Self { node: Some(node), bootstrap, _dir: Some(Dir(dir)) };
         format_node(rt, &spec, &quorum, 1, &random_uuid(), None)?;
         let formatted = started.elapsed();
-        broker.node.spawn("256m")?;
+        broker.own("start").spawn("256m")?;
         broker.wait_ready()?;
         eprintln!(
             "kafka: broker on {} ready in {:.1?} (format {formatted:.1?}; CDS archive {})",
             broker.bootstrap_servers(),
             started.elapsed(),
-            if broker.node.writer.is_some() { "being written" } else if rt.archive.exists() { "mapped" } else { "absent" }
+            if broker.own("start").writer.is_some() { "being written" } else if rt.archive.exists() { "mapped" } else { "absent" }
         );
         Ok(broker)
     }
 
+    /// The broker process this harness runs; a test that needs it cannot
+    /// run against a Kafka of yours.
+    fn own(&mut self, what: &str) -> &mut Node {
+        let bootstrap = self.bootstrap.clone();
+        self.node.as_mut().unwrap_or_else(|| {
+            panic!("this test must {what} the broker, which it cannot do to yours at {bootstrap}: unset {KAFKA_BOOTSTRAP_ENV} for it")
+        })
+    }
+
     fn wait_ready(&mut self) -> Result<(), StartError> {
         let servers = self.bootstrap_servers();
-        self.node.wait_ready(&servers, 1)
+        self.own("start").wait_ready(&servers, 1)
     }
 
     pub fn port(&self) -> u16 {
-        self.node.broker_port
+        match &self.node {
+            Some(node) => node.broker_port,
+            None => self.bootstrap.rsplit(':').next().and_then(|p| p.parse().ok()).unwrap_or(9092),
+        }
     }
 
-    /// `127.0.0.1:PORT`
+    /// `127.0.0.1:PORT` (or yours)
     pub fn bootstrap_servers(&self) -> String {
-        self.node.bootstrap()
+        self.bootstrap.clone()
     }
 
     /// Creates a topic and waits until the broker serves all its partitions.
@@ -467,24 +492,24 @@ impl KafkaBroker {
 
     /// Stops it gracefully (SIGTERM), as a restart by an operator would.
     pub fn stop(&mut self) {
-        self.node.stop();
+        self.own("stop").stop();
     }
 
     /// Kills it at once (SIGKILL), as a crash would.
     pub fn kill(&mut self) {
-        self.node.kill();
+        self.own("kill").kill();
     }
 
     /// Starts it again on the same ports with the same data.
     pub fn restart(&mut self) -> Result<(), StartError> {
-        self.node.stop();
-        self.node.spawn("256m")?;
+        self.own("restart").stop();
+        self.own("restart").spawn("256m")?;
         self.wait_ready()
     }
 
-    /// The server log, for a failing test's message.
+    /// The server log, for a failing test's message (empty for yours).
     pub fn log_tail(&self) -> String {
-        self.node.server.as_ref().map(|s| s.log_tail()).unwrap_or_default()
+        self.node.as_ref().and_then(|n| n.server.as_ref()).map(|s| s.log_tail()).unwrap_or_default()
     }
 }
 
