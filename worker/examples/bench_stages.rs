@@ -110,6 +110,45 @@ async fn bench_ingest(messages: u64) -> anyhow::Result<()> {
         messages as f64 / elapsed.as_secs_f64(),
         records / elapsed.as_secs_f64()
     );
+    // The ceiling: the same idempotent producer (same settings) producing as
+    // many narrow records of the same shape straight to Kafka, no MQTT.
+    broker.create_topic("bench.ceiling", 6)?;
+    let ceiling = kafka::idempotent_producer(&kafka_config, "bench-ceiling")?;
+    let total = records as usize;
+    let start = Instant::now();
+    let mut deliveries = Vec::with_capacity(total);
+    for i in 0..total {
+        let thing = format!("M{:03}", i % 100);
+        let value = format!(
+            "{{\"thing\":\"{thing}\",\"quantity\":\"actSpeed_C11\",\"phenomenonTime\":\"2026-12-02T10:00:00.{:03}Z\",\"result\":{},\"id\":\"{i}\"}}",
+            i % 1000,
+            (i % 997) as f64 * 0.5
+        );
+        let mut record = rdkafka::producer::FutureRecord::to("bench.ceiling").key(&thing).payload(&value);
+        loop {
+            match ceiling.send_result(record) {
+                Ok(delivery) => {
+                    deliveries.push(delivery);
+                    break;
+                }
+                Err((_, r)) => {
+                    record = r;
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            }
+        }
+    }
+    let mut acknowledged = 0usize;
+    for delivery in deliveries {
+        if matches!(delivery.await, Ok(Ok(_))) {
+            acknowledged += 1;
+        }
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    println!(
+        "ceiling, the same idempotent producer sending {total} such records straight to Kafka: {elapsed:.2} s: {:.0} records/s ({acknowledged} acknowledged)",
+        total as f64 / elapsed
+    );
     Ok(())
 }
 
@@ -147,6 +186,33 @@ async fn bench_export(points: usize) -> anyhow::Result<()> {
         elapsed.as_secs_f64(),
         points as f64 / elapsed.as_secs_f64(),
         target.batch_size
+    );
+    // The ceiling: the database's own ingest rate, the same points written as
+    // line protocol in the same batches by a plain HTTP client, one request
+    // at a time as the export does.
+    let batch_size = target.batch_size;
+    let ceiling = tokio::task::spawn_blocking(move || -> anyhow::Result<(f64, f64)> {
+        influx.query("ceiling", "CREATE DATABASE ceiling")?;
+        let start = Instant::now();
+        let mut lines = String::new();
+        for i in 0..points {
+            let thing = format!("M{:04}", i % 100);
+            let ts = 1_700_000_000_000_000_000i64 + (i / 400) as i64 * 1_000_000;
+            lines.push_str(&format!("machine,quantity={},thing={thing} result={} {ts}\n", quantities[(i / 100) % 4], i as f64 * 0.5));
+            if (i + 1) % batch_size == 0 || i + 1 == points {
+                influx.write("ceiling", &lines)?;
+                lines.clear();
+            }
+        }
+        let elapsed = start.elapsed().as_secs_f64();
+        Ok((elapsed, influx.query_number("ceiling", "SELECT count(result) FROM machine")?))
+    })
+    .await??;
+    println!(
+        "ceiling, InfluxDB's own ingest rate for the same points (line protocol, same batches, one request at a time): {:.2} s: {:.0} points/s ({} stored)",
+        ceiling.0,
+        points as f64 / ceiling.0,
+        ceiling.1
     );
     Ok(())
 }
