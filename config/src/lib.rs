@@ -17,7 +17,13 @@ use std::time::Duration;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-pub use millrace_join::rule::{JoinRuleConfig, TimePolicy};
+pub use millrace_join::rule::{JoinRuleConfig, TimePolicy, DURATION_PATTERN};
+
+/// What the CRD schema lets through as an MQTT broker URL (the scheme; the
+/// host and port are checked by `PipelineConfig::validate`).
+pub const MQTT_URL_PATTERN: &str = r"^(mqtt|tcp)://[^\s]+$";
+/// What the CRD schema lets through as an InfluxDB URL.
+pub const HTTP_URL_PATTERN: &str = r"^https?://[^\s]+$";
 
 /// A whole pipeline: where machine data comes from, the Kafka topics that
 /// carry it, the joins to derive, and where results go.
@@ -51,8 +57,10 @@ pub struct PipelineConfig {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct MqttSource {
-    /// Broker URL, `mqtt://host:port` (or `mqtts://` for TLS).
+    /// Broker URL, `mqtt://host:port` (`tcp://` is the same; port 1883
+    /// when left out).
     #[serde(default = "default_mqtt_url")]
+    #[schemars(regex(pattern = MQTT_URL_PATTERN))]
     pub url: String,
     /// Topic filters to subscribe to.
     #[serde(default = "default_mqtt_topics")]
@@ -112,7 +120,7 @@ pub struct KafkaConfig {
     pub topics: Topics,
     /// How often the join stage commits its Kafka transaction.
     #[serde(default = "default_transaction_interval", with = "humantime_serde")]
-    #[schemars(with = "String")]
+    #[schemars(with = "String", regex(pattern = DURATION_PATTERN))]
     pub transaction_interval: Duration,
     /// Extra librdkafka properties for every client (e.g. security settings
     /// that are not secret).
@@ -159,6 +167,7 @@ pub struct TopicSpec {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct InfluxDbTarget {
     /// Base URL, e.g. `http://influxdb:8086`.
+    #[schemars(regex(pattern = HTTP_URL_PATTERN))]
     pub url: String,
     /// Database; created when missing.
     #[serde(default = "default_database")]
@@ -178,7 +187,7 @@ pub struct InfluxDbTarget {
     pub batch_size: usize,
     /// Longest a point waits before its batch is written.
     #[serde(default = "default_flush_interval", with = "humantime_serde")]
-    #[schemars(with = "String")]
+    #[schemars(with = "String", regex(pattern = DURATION_PATTERN))]
     pub flush_interval: Duration,
     /// Username and password come from `MILLRACE_INFLUXDB_USERNAME` and
     /// `MILLRACE_INFLUXDB_PASSWORD` (or `..._FILE`); this names the
