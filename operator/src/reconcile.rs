@@ -97,7 +97,13 @@ pub async fn reconcile(guard: Arc<DeserializeGuard<StreamPipeline>>, ctx: Arc<Co
     let started = std::time::Instant::now();
     let key = guard_key(&guard);
     let result = match &guard.0 {
-        Ok(p) => reconcile_once(Arc::new(p.clone()), &ctx).await,
+        Ok(p) => {
+            let result = reconcile_once(Arc::new(p.clone()), &ctx).await;
+            if let Err(e) = &result {
+                report_failure(p, e, &ctx).await;
+            }
+            result
+        }
         Err(invalid) => report_unreadable(&invalid.metadata, &ctx).await,
     };
     ctx.health.metrics.observe(result.is_ok(), started.elapsed().as_secs_f64());
@@ -517,6 +523,40 @@ async fn report_unreadable(meta: &ObjectMeta, ctx: &Context) -> Result<Action, E
     api.patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await?;
     // Nothing to do until the object changes.
     Ok(Action::await_change())
+}
+
+/// A reconcile that failed (the API server refused a child, Kafka could not
+/// delete topics, ...) is told on the pipeline, not only in the log: `Ready`
+/// is False with reason `ReconcileFailed` and the error, the other
+/// conditions stay, and a Warning Event goes out when the message is new.
+async fn report_failure(p: &StreamPipeline, error: &Error, ctx: &Context) {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+    let message = format!("the last reconcile failed, retried with backoff: {error}");
+    let mut status = p.status.clone().unwrap_or_default();
+    let before = status.conditions.iter().find(|c| c.type_ == conditions::READY);
+    if before.is_some_and(|c| c.reason == "ReconcileFailed" && c.message == message) {
+        return;
+    }
+    publish(ctx, &p.metadata, "Warning", "ReconcileFailed", &message).await;
+    let ready = Condition {
+        type_: conditions::READY.to_string(),
+        status: "False".to_string(),
+        reason: "ReconcileFailed".to_string(),
+        message,
+        observed_generation: p.metadata.generation,
+        last_transition_time: before
+            .filter(|c| c.status == "False")
+            .map(|c| c.last_transition_time.clone())
+            .unwrap_or_else(|| Time(k8s_openapi::jiff::Timestamp::now())),
+    };
+    status.conditions.retain(|c| c.type_ != conditions::READY);
+    status.conditions.insert(0, ready);
+    let namespace = p.namespace().unwrap_or_else(|| "default".into());
+    let api: Api<StreamPipeline> = Api::namespaced(ctx.client.clone(), &namespace);
+    let patch = serde_json::json!({"apiVersion": "millrace.io/v1alpha1", "kind": "StreamPipeline", "status": status});
+    if let Err(e) = api.patch_status(&p.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await {
+        tracing::warn!(pipeline = %p.name_any(), error = %e, "cannot write the failed reconcile into the status");
+    }
 }
 
 /// An Event about the pipeline of `meta` (also one the operator cannot read).

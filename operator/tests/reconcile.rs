@@ -466,3 +466,64 @@ async fn an_unreadable_pipeline_is_reported_and_affects_no_other_also_after_a_re
     }
     controller.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_child_the_api_server_refuses_is_reported_on_the_pipeline() {
+    use k8s_openapi::api::events::v1::Event;
+    let kube = require!(KubeApi::shared());
+    let broker = require!(KafkaBroker::start());
+    let client = install_crd(kube).await;
+    let ns = kube.create_namespace(&unique_name("refused")).await.unwrap();
+    let controller = controller_for(&client, &ns);
+    // Valid as far as the operator can tell; the API server answers 422:
+    // a node port another pipeline's broker already has.
+    let node_port = 30000 + (std::process::id() % 2700) as i32;
+    let pipelines: Api<StreamPipeline> = Api::namespaced(client.clone(), &ns);
+    for name in ["line-5a", "line-5"] {
+        let mut spec = example(name);
+        fixtures::on_broker(&mut spec, &broker.bootstrap_servers());
+        spec["spec"]["mosquitto"] = serde_json::json!({"managed": true, "nodePort": node_port});
+        pipelines.create(&PostParams::default(), &serde_json::from_value(spec).unwrap()).await.unwrap();
+        if name == "line-5a" {
+            wait_for(&pipelines, name, "the first broker", |p| condition(p, "BrokerReady").is_some()).await;
+        }
+    }
+    let p = wait_for(&pipelines, "line-5", "Ready=False ReconcileFailed", |p| condition(p, "Ready").is_some_and(|c| c.1 == "ReconcileFailed")).await;
+    let (status, _, message) = condition(&p, "Ready").unwrap();
+    assert_eq!(status, "False");
+    assert!(message.contains("line-5-mosquitto") && message.contains("already allocated"), "says what and where: {message}");
+    let events: Vec<Event> = Api::<Event>::namespaced(client.clone(), &ns).list(&Default::default()).await.unwrap().items;
+    assert!(
+        events.iter().any(|e| e.reason.as_deref() == Some("ReconcileFailed") && e.type_.as_deref() == Some("Warning")),
+        "an Event tells a person: {events:?}"
+    );
+    controller.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mistakes_the_schema_cannot_see_are_invalid_specs_with_their_path() {
+    let kube = require!(KubeApi::shared());
+    let client = install_crd(kube).await;
+    let ns = kube.create_namespace(&unique_name("val")).await.unwrap();
+    let controller = controller_for(&client, &ns);
+    let pipelines: Api<StreamPipeline> = Api::namespaced(client.clone(), &ns);
+    let long = "l".repeat(46);
+    let cases = [
+        ("mqtt", "/spec/pipeline/mqtt/url", serde_json::json!("mqtt://broker:188300"), "spec.pipeline.mqtt.url: "),
+        ("same", "/spec/pipeline/kafka", serde_json::json!({"bootstrapServers": "kafka:9092", "topics": {"raw": {"name": "t"}, "joined": {"name": "t"}}}), "spec.pipeline.kafka.topics.joined.name: "),
+        (long.as_str(), "/spec/deletionPolicy", serde_json::json!("Retain"), "metadata.name: "),
+    ];
+    for (name, pointer, value, _) in &cases {
+        let mut spec = example(name);
+        *spec.pointer_mut(pointer).unwrap() = value.clone();
+        pipelines.create(&PostParams::default(), &serde_json::from_value(spec).unwrap()).await.unwrap();
+    }
+    for (name, _, _, says) in cases {
+        let p = wait_for(&pipelines, name, "SpecValid", |p| condition(p, "SpecValid").is_some()).await;
+        let (status, reason, message) = condition(&p, "SpecValid").unwrap();
+        assert_eq!((status.as_str(), reason.as_str()), ("False", "InvalidSpec"), "{name}");
+        assert!(message.starts_with(says), "{name}: {message}");
+        assert!(Api::<StatefulSet>::namespaced(client.clone(), &ns).get_opt(&format!("{name}-join")).await.unwrap().is_none());
+    }
+    controller.abort();
+}
