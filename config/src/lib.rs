@@ -17,7 +17,13 @@ use std::time::Duration;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-pub use millrace_join::rule::{JoinRuleConfig, TimePolicy};
+pub use millrace_join::rule::{JoinRuleConfig, TimePolicy, DURATION_PATTERN};
+
+/// What the CRD schema lets through as an MQTT broker URL (the scheme; the
+/// host and port are checked by `PipelineConfig::validate`).
+pub const MQTT_URL_PATTERN: &str = r"^(mqtt|tcp)://[^\s]+$";
+/// What the CRD schema lets through as an InfluxDB URL.
+pub const HTTP_URL_PATTERN: &str = r"^https?://[^\s]+$";
 
 /// A whole pipeline: where machine data comes from, the Kafka topics that
 /// carry it, the joins to derive, and where results go.
@@ -51,8 +57,10 @@ pub struct PipelineConfig {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct MqttSource {
-    /// Broker URL, `mqtt://host:port` (or `mqtts://` for TLS).
+    /// Broker URL, `mqtt://host:port` (`tcp://` is the same; port 1883
+    /// when left out).
     #[serde(default = "default_mqtt_url")]
+    #[schemars(regex(pattern = MQTT_URL_PATTERN))]
     pub url: String,
     /// Topic filters to subscribe to.
     #[serde(default = "default_mqtt_topics")]
@@ -112,7 +120,7 @@ pub struct KafkaConfig {
     pub topics: Topics,
     /// How often the join stage commits its Kafka transaction.
     #[serde(default = "default_transaction_interval", with = "humantime_serde")]
-    #[schemars(with = "String")]
+    #[schemars(with = "String", regex(pattern = DURATION_PATTERN))]
     pub transaction_interval: Duration,
     /// Extra librdkafka properties for every client (e.g. security settings
     /// that are not secret).
@@ -159,6 +167,7 @@ pub struct TopicSpec {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct InfluxDbTarget {
     /// Base URL, e.g. `http://influxdb:8086`.
+    #[schemars(regex(pattern = HTTP_URL_PATTERN))]
     pub url: String,
     /// Database; created when missing.
     #[serde(default = "default_database")]
@@ -178,7 +187,7 @@ pub struct InfluxDbTarget {
     pub batch_size: usize,
     /// Longest a point waits before its batch is written.
     #[serde(default = "default_flush_interval", with = "humantime_serde")]
-    #[schemars(with = "String")]
+    #[schemars(with = "String", regex(pattern = DURATION_PATTERN))]
     pub flush_interval: Duration,
     /// Username and password come from `MILLRACE_INFLUXDB_USERNAME` and
     /// `MILLRACE_INFLUXDB_PASSWORD` (or `..._FILE`); this names the
@@ -277,18 +286,85 @@ impl PipelineConfig {
             }
             millrace_join::rule::JoinRule::compile(i, rule)?;
         }
+        check_url(&self.mqtt.url, &["mqtt", "tcp"]).map_err(|m| invalid("mqtt.url", &m))?;
+        if let Some(influxdb) = &self.influxdb {
+            check_url(&influxdb.url, &["http", "https"]).map_err(|m| invalid("influxdb.url", &m))?;
+        }
         if let Some(kafka) = &self.kafka {
-            for (field, topic) in [("raw", &kafka.topics.raw), ("joined", &kafka.topics.joined), ("deadLetter", &kafka.topics.dead_letter)] {
-                if topic.name.is_empty() {
-                    return Err(invalid(&format!("kafka.topics.{field}.name"), "must not be empty"));
-                }
+            let topics = [("raw", &kafka.topics.raw), ("joined", &kafka.topics.joined), ("deadLetter", &kafka.topics.dead_letter)];
+            for (i, (field, topic)) in topics.iter().enumerate() {
+                check_topic_name(&topic.name).map_err(|m| invalid(&format!("kafka.topics.{field}.name"), &m))?;
                 if topic.partitions < 1 {
                     return Err(invalid(&format!("kafka.topics.{field}.partitions"), "must be at least 1"));
+                }
+                if let Some((other, _)) = topics[..i].iter().find(|(_, t)| t.name == topic.name) {
+                    return Err(invalid(
+                        &format!("kafka.topics.{field}.name"),
+                        &format!("{:?} is also the {other} topic; the raw, joined and dead-letter topics must be distinct", topic.name),
+                    ));
                 }
             }
         }
         Ok(())
     }
+}
+
+/// Kafka's rules for a topic name: 1 to 249 characters of `[a-zA-Z0-9._-]`,
+/// neither `.` nor `..`.
+pub fn check_topic_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("must not be empty".into());
+    }
+    if name == "." || name == ".." {
+        return Err(format!("{name:?} is not a valid Kafka topic name"));
+    }
+    if name.len() > 249 {
+        return Err(format!("{} characters; Kafka allows at most 249", name.len()));
+    }
+    if let Some(c) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))) {
+        return Err(format!("{name:?} holds {c:?}; Kafka topic names are letters, digits, '.', '_' and '-'"));
+    }
+    Ok(())
+}
+
+/// A URL `scheme://host[:port][/path]` with one of `schemes`, a host and, when
+/// given, a port in 1..=65535.
+pub fn check_url(url: &str, schemes: &[&str]) -> Result<(), String> {
+    let want = schemes.iter().map(|s| format!("{s}://")).collect::<Vec<_>>().join(" or ");
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return Err(format!("{url:?} is not a URL; expected {want}host:port"));
+    };
+    if !schemes.contains(&scheme) {
+        return Err(format!("{url:?}: scheme {scheme:?}; expected {want}host:port"));
+    }
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    if authority.contains('@') {
+        return Err(format!("{url:?}: credentials do not belong in the URL; name a Secret in credentials"));
+    }
+    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+        match v6.split_once(']') {
+            Some((host, after)) => (host, after.strip_prefix(':')),
+            None => return Err(format!("{url:?}: unclosed '[' in the host")),
+        }
+    } else {
+        match authority.rsplit_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (authority, None),
+        }
+    };
+    if host.is_empty() {
+        return Err(format!("{url:?} has no host; expected {want}host:port"));
+    }
+    if let Some(c) = host.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':'))) {
+        return Err(format!("{url:?}: the host {host:?} holds {c:?}"));
+    }
+    if let Some(port) = port {
+        match port.parse::<u32>() {
+            Ok(1..=65535) => {}
+            _ => return Err(format!("{url:?}: port {port:?} is not a number in 1..65535")),
+        }
+    }
+    Ok(())
 }
 
 fn invalid(field: &str, message: &str) -> ConfigError {
@@ -400,6 +476,51 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.starts_with("joins[0] (p).expression: unexpected '*' at column 7"), "{e}");
+    }
+
+    #[test]
+    fn urls_need_their_scheme_a_host_and_a_port_in_range() {
+        let ok = |u: &str| check_url(u, &["mqtt", "tcp"]);
+        assert!(ok("mqtt://broker:1883").is_ok());
+        assert!(ok("tcp://broker").is_ok());
+        assert!(ok("mqtt://[::1]:1883/").is_ok());
+        for (bad, says) in [
+            ("broker:1883", "is not a URL"),
+            ("http://broker:1883", "scheme \"http\""),
+            ("mqtt://:1883", "has no host"),
+            ("mqtt://broker:18830000", "is not a number in 1..65535"),
+            ("mqtt://broker:0", "is not a number"),
+            ("mqtt://broker:port", "is not a number"),
+            ("mqtt://bro ker:1883", "holds ' '"),
+            ("mqtt://user:secret@broker:1883", "credentials do not belong"),
+        ] {
+            let e = ok(bad).unwrap_err();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
+        let e = PipelineConfig::from_yaml("mqtt: {url: 'mqtt://broker:99999'}\n").unwrap_err().to_string();
+        assert!(e.starts_with("mqtt.url: "), "{e}");
+        let e = PipelineConfig::from_yaml("influxdb: {url: 'ftp://influx'}\n").unwrap_err().to_string();
+        assert!(e.starts_with("influxdb.url: "), "{e}");
+    }
+
+    #[test]
+    fn topic_names_follow_kafkas_rules_and_are_distinct() {
+        assert!(check_topic_name("plant-1.line_2.raw").is_ok());
+        assert!(check_topic_name(&"a".repeat(249)).is_ok());
+        for bad in ["", ".", "..", "a b", "raw/topic", "ümlaut"] {
+            assert!(check_topic_name(bad).is_err(), "{bad:?}");
+        }
+        assert!(check_topic_name(&"a".repeat(250)).unwrap_err().contains("at most 249"));
+        let e = PipelineConfig::from_yaml("kafka: {bootstrapServers: k, topics: {raw: {name: 'a b'}}}\n").unwrap_err().to_string();
+        assert!(e.starts_with("kafka.topics.raw.name: "), "{e}");
+        let e = PipelineConfig::from_yaml("kafka: {bootstrapServers: k, topics: {raw: {name: t}, joined: {name: t}}}\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("kafka.topics.joined.name: \"t\" is also the raw topic"), "{e}");
+        let e = PipelineConfig::from_yaml("kafka: {bootstrapServers: k, topics: {deadLetter: {name: millrace.joined}}}\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("kafka.topics.deadLetter.name: "), "{e}");
     }
 
     #[test]

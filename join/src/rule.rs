@@ -10,6 +10,12 @@ use serde::{Deserialize, Serialize};
 use crate::engine::{PairingOptions, Time};
 use crate::expr::{Expr, ExprError};
 
+/// What the CRD schema lets through as a duration (humantime's grammar:
+/// `500ms`, `1h 30m`), so the API server refuses `soon` at `kubectl apply`.
+/// A number too large for a duration still passes and is refused later.
+pub const DURATION_PATTERN: &str =
+    r"^\s*([0-9]+\s*(nsec|ns|usec|us|µs|msec|ms|seconds|second|sec|s|minutes|minute|min|m|hours|hour|hr|h|days|day|d|weeks|week|w|months|month|M|years|year|y)\s*)+$";
+
 /// Which of two paired records' times the joined record carries.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
@@ -47,17 +53,17 @@ pub struct JoinRuleConfig {
     pub time: TimePolicy,
     /// Pairs further apart than this are dropped (e.g. `500ms`).
     #[serde(default, skip_serializing_if = "Option::is_none", with = "humantime_serde")]
-    #[schemars(with = "Option<String>")]
+    #[schemars(with = "Option<String>", regex(pattern = DURATION_PATTERN))]
     pub max_delta: Option<Duration>,
     /// Emit a pair of the second kind anyway when its certainty has not
     /// come within this time. Determinism then holds only for data less late.
     #[serde(default, skip_serializing_if = "Option::is_none", with = "humantime_serde")]
-    #[schemars(with = "Option<String>")]
+    #[schemars(with = "Option<String>", regex(pattern = DURATION_PATTERN))]
     pub max_latency: Option<Duration>,
     /// Records up to this much older than their side's newest are still put
     /// in order rather than reported late.
     #[serde(default, skip_serializing_if = "Option::is_none", with = "humantime_serde")]
-    #[schemars(with = "Option<String>")]
+    #[schemars(with = "Option<String>", regex(pattern = DURATION_PATTERN))]
     pub reorder_window: Option<Duration>,
 }
 

@@ -77,6 +77,7 @@ pub struct Workers {
     pub image: String,
     /// Image pull policy: Always, IfNotPresent or Never.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("enum" = ["Always", "IfNotPresent", "Never"]))]
     pub image_pull_policy: Option<String>,
     /// The ingest stage (MQTT to the raw topic). Replicas split the MQTT
     /// messages through a shared subscription.

@@ -19,6 +19,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
+use kube::core::{DeserializeGuard, DynamicObject};
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 use serde::de::DeserializeOwned;
@@ -88,10 +89,23 @@ where
     api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(object)).await
 }
 
-pub async fn reconcile(p: Arc<StreamPipeline>, ctx: Arc<Context>) -> Result<Action, Error> {
+/// Reconciles a pipeline the operator could read; one it could not (stored
+/// under an older schema, or with a value the schema lets through, such as a
+/// duration too large) gets a condition and an Event saying what is wrong
+/// and where, and affects no other pipeline.
+pub async fn reconcile(guard: Arc<DeserializeGuard<StreamPipeline>>, ctx: Arc<Context>) -> Result<Action, Error> {
     let started = std::time::Instant::now();
-    let key = pipeline_key(&p);
-    let result = reconcile_once(p, &ctx).await;
+    let key = guard_key(&guard);
+    let result = match &guard.0 {
+        Ok(p) => {
+            let result = reconcile_once(Arc::new(p.clone()), &ctx).await;
+            if let Err(e) = &result {
+                report_failure(p, e, &ctx).await;
+            }
+            result
+        }
+        Err(invalid) => report_unreadable(&invalid.metadata, &ctx).await,
+    };
     ctx.health.metrics.observe(result.is_ok(), started.elapsed().as_secs_f64());
     if result.is_ok() {
         ctx.backoff.succeeded(&key);
@@ -436,12 +450,141 @@ fn same_ignoring_times(a: &StreamPipelineStatus, b: &StreamPipelineStatus) -> bo
     strip(a) == strip(b)
 }
 
-fn pipeline_key(p: &StreamPipeline) -> String {
-    format!("{}/{}", p.namespace().unwrap_or_default(), p.name_any())
+fn guard_key(g: &DeserializeGuard<StreamPipeline>) -> String {
+    use kube::Resource;
+    format!("{}/{}", g.meta().namespace.clone().unwrap_or_default(), g.meta().name.clone().unwrap_or_default())
 }
 
-pub fn error_policy(p: Arc<StreamPipeline>, error: &Error, ctx: Arc<Context>) -> Action {
-    let key = pipeline_key(&p);
+/// Where and what is wrong in a stored pipeline the operator cannot read:
+/// `spec.pipeline.joins[0].maxDelta: number is too large` (pure).
+pub fn unreadable_reason(object: &serde_json::Value) -> String {
+    let spec = object.get("spec").cloned().unwrap_or(serde_json::Value::Null);
+    match serde_path_to_error::deserialize::<_, crate::crd::StreamPipelineSpec>(spec) {
+        Ok(_) => "the object cannot be read as a StreamPipeline".to_string(),
+        Err(e) => {
+            let path = e.path().to_string();
+            let path = if path == "." { "spec".to_string() } else { format!("spec.{path}") };
+            format!("{path}: {}", e.inner())
+        }
+    }
+}
+
+/// The API of pipelines as raw objects: what the operator writes to one it
+/// cannot read (a typed answer would not deserialize either).
+fn raw_pipelines(client: &Client, namespace: &str) -> Api<DynamicObject> {
+    Api::namespaced_with(client.clone(), namespace, &kube::api::ApiResource::erase::<StreamPipeline>(&()))
+}
+
+/// A pipeline the operator cannot read: `SpecValid` and `Ready` say why,
+/// with the field's path, and a Warning Event tells a person; nothing else
+/// is touched. Being deleted, its finalizer is removed (its topics are kept:
+/// the operator cannot tell which they are).
+async fn report_unreadable(meta: &ObjectMeta, ctx: &Context) -> Result<Action, Error> {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+    let namespace = meta.namespace.clone().unwrap_or_else(|| "default".into());
+    let name = meta.name.clone().unwrap_or_default();
+    let api = raw_pipelines(&ctx.client, &namespace);
+    let Some(raw) = api.get_opt(&name).await? else { return Ok(Action::await_change()) };
+    let object = serde_json::to_value(&raw).map_err(kube::Error::SerdeError)?;
+    let message = format!("the operator cannot read this pipeline: {}", unreadable_reason(&object));
+    if meta.deletion_timestamp.is_some() {
+        let finalizers: Vec<String> = meta.finalizers.iter().flatten().filter(|f| *f != FINALIZER).cloned().collect();
+        if Some(finalizers.len()) != meta.finalizers.as_ref().map(|f| f.len()) {
+            publish(ctx, meta, "Warning", "TopicsKept", &format!("deleted while unreadable, so its Kafka topics are kept whatever its deletionPolicy; {message}")).await;
+            let patch = serde_json::json!({"metadata": {"finalizers": finalizers, "resourceVersion": meta.resource_version}});
+            api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await?;
+        }
+        return Ok(Action::await_change());
+    }
+    let previous: Vec<Condition> = object
+        .pointer("/status/conditions")
+        .and_then(|c| serde_json::from_value(c.clone()).ok())
+        .unwrap_or_default();
+    let now = Time(k8s_openapi::jiff::Timestamp::now());
+    let observation = Observation::new(conditions::SPEC_VALID, false, "UnreadableSpec", message.clone());
+    // The other conditions stay what they were: the children stay, too.
+    let mut merged = conditions::merge(&previous, std::slice::from_ref(&observation), meta.generation, now);
+    merged.extend(previous.iter().filter(|c| c.type_ != conditions::READY && c.type_ != conditions::SPEC_VALID).cloned());
+    let unchanged = |kind: &str| {
+        let before = previous.iter().find(|c| c.type_ == kind);
+        let after = merged.iter().find(|c| c.type_ == kind);
+        before.map(|b| (&b.status, &b.reason, &b.message, b.observed_generation)) == after.map(|a| (&a.status, &a.reason, &a.message, a.observed_generation))
+    };
+    if unchanged(conditions::SPEC_VALID) && unchanged(conditions::READY) {
+        return Ok(Action::await_change());
+    }
+    if !unchanged(conditions::SPEC_VALID) {
+        publish(ctx, meta, "Warning", "UnreadableSpec", &message).await;
+    }
+    let mut status = object.get("status").cloned().unwrap_or_else(|| serde_json::json!({}));
+    status["conditions"] = serde_json::to_value(&merged).map_err(kube::Error::SerdeError)?;
+    status["observedGeneration"] = serde_json::json!(meta.generation);
+    let patch = serde_json::json!({"apiVersion": "millrace.io/v1alpha1", "kind": "StreamPipeline", "status": status});
+    api.patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await?;
+    // Nothing to do until the object changes.
+    Ok(Action::await_change())
+}
+
+/// A reconcile that failed (the API server refused a child, Kafka could not
+/// delete topics, ...) is told on the pipeline, not only in the log: `Ready`
+/// is False with reason `ReconcileFailed` and the error, the other
+/// conditions stay, and a Warning Event goes out when the message is new.
+async fn report_failure(p: &StreamPipeline, error: &Error, ctx: &Context) {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+    let message = format!("the last reconcile failed, retried with backoff: {error}");
+    let mut status = p.status.clone().unwrap_or_default();
+    let before = status.conditions.iter().find(|c| c.type_ == conditions::READY);
+    if before.is_some_and(|c| c.reason == "ReconcileFailed" && c.message == message) {
+        return;
+    }
+    publish(ctx, &p.metadata, "Warning", "ReconcileFailed", &message).await;
+    let ready = Condition {
+        type_: conditions::READY.to_string(),
+        status: "False".to_string(),
+        reason: "ReconcileFailed".to_string(),
+        message,
+        observed_generation: p.metadata.generation,
+        last_transition_time: before
+            .filter(|c| c.status == "False")
+            .map(|c| c.last_transition_time.clone())
+            .unwrap_or_else(|| Time(k8s_openapi::jiff::Timestamp::now())),
+    };
+    status.conditions.retain(|c| c.type_ != conditions::READY);
+    status.conditions.insert(0, ready);
+    let namespace = p.namespace().unwrap_or_else(|| "default".into());
+    let api: Api<StreamPipeline> = Api::namespaced(ctx.client.clone(), &namespace);
+    let patch = serde_json::json!({"apiVersion": "millrace.io/v1alpha1", "kind": "StreamPipeline", "status": status});
+    if let Err(e) = api.patch_status(&p.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await {
+        tracing::warn!(pipeline = %p.name_any(), error = %e, "cannot write the failed reconcile into the status");
+    }
+}
+
+/// An Event about the pipeline of `meta` (also one the operator cannot read).
+async fn publish(ctx: &Context, meta: &ObjectMeta, type_: &str, reason: &str, note: &str) {
+    use kube::runtime::events::{Event, EventType};
+    let reference = k8s_openapi::api::core::v1::ObjectReference {
+        api_version: Some("millrace.io/v1alpha1".into()),
+        kind: Some("StreamPipeline".into()),
+        name: meta.name.clone(),
+        namespace: meta.namespace.clone(),
+        uid: meta.uid.clone(),
+        resource_version: meta.resource_version.clone(),
+        ..Default::default()
+    };
+    let event = Event {
+        type_: if type_ == "Normal" { EventType::Normal } else { EventType::Warning },
+        reason: reason.into(),
+        note: Some(note.chars().take(1000).collect()),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &reference).await {
+        tracing::warn!(error = %e, "cannot publish an Event");
+    }
+}
+
+pub fn error_policy(p: Arc<DeserializeGuard<StreamPipeline>>, error: &Error, ctx: Arc<Context>) -> Action {
+    let key = guard_key(&p);
     let wait = ctx.backoff.failed(&key);
     tracing::warn!(pipeline = %key, %error, retry_in_s = wait.as_secs(), "reconcile failed");
     Action::requeue(wait)
@@ -469,7 +612,9 @@ pub async fn run_with(
         }
     }
     let context = Arc::new(Context::new(client.clone(), health));
-    Controller::new(scoped::<StreamPipeline>(&client, namespace), watcher::Config::default())
+    // Guarded: a pipeline that does not deserialize is reported on its own
+    // instead of failing the whole list (and with it every other pipeline).
+    Controller::new(scoped::<DeserializeGuard<StreamPipeline>>(&client, namespace), watcher::Config::default())
         .owns(scoped::<StatefulSet>(&client, namespace), watcher::Config::default())
         .owns(scoped::<Deployment>(&client, namespace), watcher::Config::default())
         .owns(scoped::<ConfigMap>(&client, namespace), watcher::Config::default())
@@ -477,9 +622,30 @@ pub async fn run_with(
         .shutdown_on_signal()
         .run(reconcile, error_policy, context)
         .for_each(|result| async move {
-            if let Err(e) = result {
-                tracing::debug!(error = %e, "reconcile result");
+            match result {
+                Ok(_) => {}
+                // Each failed reconcile is logged (and reported) by error_policy.
+                Err(kube::runtime::controller::Error::ReconcilerFailed(..)) => {}
+                Err(e) => tracing::warn!(error = %e, "controller"),
             }
         })
         .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::unreadable_reason;
+
+    #[test]
+    fn an_unreadable_pipeline_is_told_where_and_what() {
+        let object = serde_json::json!({"spec": {"pipeline": {
+            "kafka": {"bootstrapServers": "k:9092"},
+            "joins": [{"name": "p", "left": "a", "right": "b", "maxDelta": "99999999999999999999999s"}]
+        }}});
+        let reason = unreadable_reason(&object);
+        assert!(reason.starts_with("spec.pipeline.joins[0].maxDelta: "), "{reason}");
+        assert!(reason.contains("\"99999999999999999999999s\", expected a duration"), "{reason}");
+        let reason = unreadable_reason(&serde_json::json!({"spec": {"workers": {"join": {"replicas": "two"}}, "pipeline": {}}}));
+        assert!(reason.starts_with("spec.workers.join.replicas: "), "{reason}");
+    }
 }

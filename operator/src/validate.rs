@@ -25,5 +25,88 @@ pub fn validate(p: &StreamPipeline) -> Result<ValidPipeline<'_>, String> {
         .as_ref()
         .ok_or("spec.pipeline.kafka: a StreamPipeline runs its stages on Kafka; give bootstrapServers")?;
     let influxdb = pipeline.influxdb.as_ref().ok_or("spec.pipeline.influxdb: the export stage needs an InfluxDB target")?;
+    check_child_names(p)?;
     Ok(ValidPipeline { pipeline: p, kafka, influxdb })
+}
+
+/// A StatefulSet's name is limited by its Pods' `controller-revision-hash`
+/// label, `NAME-HASH` with a hash of up to 10 characters, to 63 - 11.
+pub const MAX_STATEFUL_SET_NAME: usize = 63 - 11;
+/// A Service's name is a DNS label.
+pub const MAX_SERVICE_NAME: usize = 63;
+/// Grafana refuses a dashboard uid longer than this.
+pub const MAX_DASHBOARD_UID: usize = 40;
+
+/// The children's names the pipeline's name makes must fit their limits
+/// (pure); the message says which and how long the name may be.
+pub fn check_child_names(p: &StreamPipeline) -> Result<(), String> {
+    use crate::children::{grafana, mosquitto, workers};
+    use kube::ResourceExt;
+    let name = p.name_any();
+    let too_long = |child: &str, kind: &str, made: String, limit: usize| {
+        (made.len() > limit).then(|| {
+            let room = limit - (made.len() - name.len());
+            format!(
+                "metadata.name: {name:?} ({} characters) makes the {child} {kind} {made:?}, longer than the {limit} characters a {kind} name may have here; use a name of at most {room} characters",
+                name.len()
+            )
+        })
+    };
+    let mut checks = Vec::new();
+    for stage in workers::Stage::ALL {
+        checks.push(too_long(stage.name(), "StatefulSet", workers::stage_name(p, stage), MAX_STATEFUL_SET_NAME));
+        checks.push(too_long(stage.name(), "Service", workers::metrics_service_name(p, stage), MAX_SERVICE_NAME));
+    }
+    if p.spec.mosquitto.managed {
+        checks.push(too_long("Mosquitto", "Service", mosquitto::name(p), MAX_SERVICE_NAME));
+    }
+    if p.spec.grafana.enabled {
+        checks.push(too_long("Grafana", "Service", grafana::name(p), MAX_SERVICE_NAME));
+        checks.push(too_long("Grafana", "dashboard uid", grafana::dashboard_uid(p), MAX_DASHBOARD_UID));
+    }
+    match checks.into_iter().flatten().next() {
+        Some(message) => Err(message),
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pipeline(name: &str, extra: &str) -> StreamPipeline {
+        serde_yaml::from_str(&format!(
+            "apiVersion: millrace.io/v1alpha1\nkind: StreamPipeline\nmetadata: {{name: {name}, namespace: plant}}\nspec:\n  pipeline:\n    kafka: {{bootstrapServers: 'k:9092'}}\n    influxdb: {{url: 'http://influxdb:8086'}}\n{extra}"
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_name_whose_stateful_set_name_is_too_long_is_refused_with_the_room_left() {
+        assert!(validate(&pipeline(&"a".repeat(45), "")).is_ok(), "a-...-ingest is 52");
+        let e = validate(&pipeline(&"a".repeat(46), "")).unwrap_err();
+        assert!(e.starts_with("metadata.name: "), "{e}");
+        assert!(e.contains("ingest StatefulSet") && e.contains("at most 45 characters"), "{e}");
+    }
+
+    #[test]
+    fn a_grafana_dashboard_uid_fits_in_40_characters() {
+        let grafana = "  grafana: {enabled: true}\n";
+        assert!(validate(&pipeline(&"g".repeat(31), grafana)).is_ok());
+        assert!(validate(&pipeline(&"g".repeat(32), "")).is_ok(), "no Grafana, no uid");
+        let e = validate(&pipeline(&"g".repeat(32), grafana)).unwrap_err();
+        assert!(e.contains("dashboard uid") && e.contains("at most 31 characters"), "{e}");
+    }
+
+    #[test]
+    fn pipeline_config_mistakes_carry_the_specs_path() {
+        let mut p = pipeline("l1", "");
+        p.spec.pipeline.mqtt.url = "mqtt://broker:port".into();
+        let e = validate(&p).unwrap_err();
+        assert!(e.starts_with("spec.pipeline.mqtt.url: "), "{e}");
+        let mut p = pipeline("l1", "");
+        p.spec.pipeline.kafka.as_mut().unwrap().topics.joined.name = "millrace.raw".into();
+        let e = validate(&p).unwrap_err();
+        assert!(e.starts_with("spec.pipeline.kafka.topics.joined.name: "), "{e}");
+    }
 }

@@ -65,6 +65,11 @@ async fn the_api_server_refuses_what_the_schema_can_tell_is_wrong() {
         ("/spec/workers/join/replicas", serde_json::json!(-1), "spec.workers.join.replicas"),
         ("/spec/deletionPolicy", serde_json::json!("Maybe"), "spec.deletionPolicy"),
         ("/spec/pipeline/mqtt/qos", serde_json::json!(7), "spec.pipeline.mqtt.qos"),
+        ("/spec/pipeline/joins/0/maxDelta", serde_json::json!("soon"), "spec.pipeline.joins[0].maxDelta"),
+        ("/spec/pipeline/mqtt/url", serde_json::json!("http://broker:1883"), "spec.pipeline.mqtt.url"),
+        ("/spec/pipeline/influxdb/url", serde_json::json!("influxdb:8086"), "spec.pipeline.influxdb.url"),
+        ("/spec/workers", serde_json::json!({"imagePullPolicy": "Sometimes"}), "spec.workers.imagePullPolicy"),
+        ("/spec/pipeline/kafka", serde_json::json!({"bootstrapServers": "kafka:9092", "transactionInterval": "later"}), "spec.pipeline.kafka.transactionInterval"),
     ];
     for (i, (pointer, value, field)) in cases.into_iter().enumerate() {
         let mut bad = example(&format!("bad-{i}"));

@@ -299,6 +299,7 @@ async fn an_unreachable_broker_is_reported_and_recovers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_resync_of_an_unchanged_pipeline_only_reads() {
     use k8s_openapi::api::core::v1::PersistentVolumeClaim;
+    use kube::core::DeserializeGuard;
     use millrace_operator::reconcile::{reconcile, Context};
     use std::sync::Arc;
     let kube = require!(KubeApi::shared());
@@ -330,9 +331,9 @@ async fn a_resync_of_an_unchanged_pipeline_only_reads() {
     let (recording, log) = kube.recording_client().await.unwrap();
     let ctx = Arc::new(Context::new(recording, Default::default()));
     // The first pass settles whatever the stopped controller left midway.
-    reconcile(Arc::new(pipelines.get("steady").await.unwrap()), ctx.clone()).await.unwrap();
+    reconcile(Arc::new(DeserializeGuard(Ok(pipelines.get("steady").await.unwrap()))), ctx.clone()).await.unwrap();
     log.take();
-    reconcile(Arc::new(pipelines.get("steady").await.unwrap()), ctx.clone()).await.unwrap();
+    reconcile(Arc::new(DeserializeGuard(Ok(pipelines.get("steady").await.unwrap()))), ctx.clone()).await.unwrap();
     assert_eq!(log.writes(), Vec::<(String, String)>::new(), "a resync of an unchanged pipeline writes nothing");
     let reads = log.take();
     assert!(reads.iter().any(|(_, path)| path.ends_with("/statefulsets/steady-join")), "it did look at the children: {reads:?}");
@@ -341,7 +342,7 @@ async fn a_resync_of_an_unchanged_pipeline_only_reads() {
     let workers: Api<StatefulSet> = Api::namespaced(client.clone(), &ns);
     let scale = serde_json::json!({"spec": {"replicas": 7}});
     workers.patch("steady-join", &PatchParams::default(), &Patch::Merge(&scale)).await.unwrap();
-    reconcile(Arc::new(pipelines.get("steady").await.unwrap()), ctx.clone()).await.unwrap();
+    reconcile(Arc::new(DeserializeGuard(Ok(pipelines.get("steady").await.unwrap()))), ctx.clone()).await.unwrap();
     let writes = log.writes();
     assert!(writes.iter().all(|(m, _)| m == "PATCH"), "{writes:?}");
     assert!(writes.iter().any(|(_, path)| path.ends_with("/statefulsets/steady-join")), "{writes:?}");
@@ -378,6 +379,151 @@ async fn stage_deployments_of_an_earlier_operator_give_way_to_stateful_sets() {
     for stage in ["ingest", "join", "export"] {
         workers.get(&format!("line-4-{stage}")).await.unwrap();
         assert!(deployments.get_opt(&format!("line-4-{stage}")).await.unwrap().is_none(), "the old {stage} Deployment is still there");
+    }
+    controller.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_pipeline_is_reported_and_affects_no_other_also_after_a_restart() {
+    use k8s_openapi::api::events::v1::Event;
+    let kube = require!(KubeApi::shared());
+    let broker = require!(KafkaBroker::start());
+    let client = install_crd(kube).await;
+    let ns = kube.create_namespace(&unique_name("iso")).await.unwrap();
+    // Stored as raw JSON: the schema lets the duration through (it matches
+    // the pattern), the operator's types cannot hold it.
+    let resource = kube::api::ApiResource::erase::<StreamPipeline>(&());
+    let raw: Api<kube::api::DynamicObject> = Api::namespaced_with(client.clone(), &ns, &resource);
+    let mut bad = example("unreadable");
+    bad["spec"]["pipeline"]["joins"][0]["maxDelta"] = serde_json::json!("99999999999999999999999s");
+    raw.create(&PostParams::default(), &serde_json::from_value(bad).unwrap()).await.unwrap();
+    let pipelines: Api<StreamPipeline> = Api::namespaced(client.clone(), &ns);
+    let create_good = |name: &str| {
+        let mut spec = example(name);
+        fixtures::on_broker(&mut spec, &broker.bootstrap_servers());
+        let pipelines = pipelines.clone();
+        async move { pipelines.create(&PostParams::default(), &serde_json::from_value(spec).unwrap()).await.unwrap() }
+    };
+    create_good("good-1").await;
+
+    let controller = controller_for(&client, &ns);
+    wait_for(&pipelines, "good-1", "the readable pipeline reconciled", |p| condition(p, "SpecValid").is_some_and(|c| c.0 == "True")).await;
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let conditions = loop {
+        let object = raw.get("unreadable").await.unwrap();
+        if let Some(c) = object.data.pointer("/status/conditions").and_then(|c| c.as_array()).filter(|c| !c.is_empty()) {
+            break c.clone();
+        }
+        assert!(Instant::now() < deadline, "the unreadable pipeline got no status");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let spec_valid = conditions.iter().find(|c| c["type"] == "SpecValid").expect("a SpecValid condition");
+    assert_eq!((spec_valid["status"].as_str(), spec_valid["reason"].as_str()), (Some("False"), Some("UnreadableSpec")));
+    let message = spec_valid["message"].as_str().unwrap();
+    assert!(message.contains("spec.pipeline.joins[0].maxDelta"), "says where: {message}");
+    assert!(message.contains("expected a duration"), "says what: {message}");
+    let ready = conditions.iter().find(|c| c["type"] == "Ready").expect("a Ready condition");
+    assert_eq!(ready["status"].as_str(), Some("False"));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let events: Vec<Event> = Api::<Event>::namespaced(client.clone(), &ns).list(&Default::default()).await.unwrap().items;
+        let warned = events.iter().any(|e| {
+            e.reason.as_deref() == Some("UnreadableSpec")
+                && e.type_.as_deref() == Some("Warning")
+                && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("unreadable")
+                && e.note.as_deref().is_some_and(|n| n.contains("spec.pipeline.joins[0].maxDelta"))
+        });
+        if warned {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no Warning Event for the unreadable pipeline: {events:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // A restarted operator lists the unreadable object with the rest, and
+    // still reconciles the others, old and new.
+    controller.abort();
+    let _ = controller.await;
+    create_good("good-2").await;
+    let controller = controller_for(&client, &ns);
+    wait_for(&pipelines, "good-2", "a new pipeline after the restart", |p| condition(p, "SpecValid").is_some_and(|c| c.0 == "True")).await;
+    Api::<StatefulSet>::namespaced(client.clone(), &ns).get("good-2-join").await.unwrap();
+    let scale = serde_json::json!({"spec": {"workers": {"join": {"replicas": 3}}}});
+    pipelines.patch("good-1", &PatchParams::default(), &Patch::Merge(&scale)).await.unwrap();
+    let workers: Api<StatefulSet> = Api::namespaced(client.clone(), &ns);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while workers.get("good-1-join").await.unwrap().spec.unwrap().replicas != Some(3) {
+        assert!(Instant::now() < deadline, "good-1 is no longer reconciled after the restart");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // Deleted while unreadable: released, not stuck on its finalizer.
+    raw.delete("unreadable", &DeleteParams::default()).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while raw.get_opt("unreadable").await.unwrap().is_some() {
+        assert!(Instant::now() < deadline, "the unreadable pipeline hangs in deletion");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    controller.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_child_the_api_server_refuses_is_reported_on_the_pipeline() {
+    use k8s_openapi::api::events::v1::Event;
+    let kube = require!(KubeApi::shared());
+    let broker = require!(KafkaBroker::start());
+    let client = install_crd(kube).await;
+    let ns = kube.create_namespace(&unique_name("refused")).await.unwrap();
+    let controller = controller_for(&client, &ns);
+    // Valid as far as the operator can tell; the API server answers 422:
+    // a node port another pipeline's broker already has.
+    let node_port = 30000 + (std::process::id() % 2700) as i32;
+    let pipelines: Api<StreamPipeline> = Api::namespaced(client.clone(), &ns);
+    for name in ["line-5a", "line-5"] {
+        let mut spec = example(name);
+        fixtures::on_broker(&mut spec, &broker.bootstrap_servers());
+        spec["spec"]["mosquitto"] = serde_json::json!({"managed": true, "nodePort": node_port});
+        pipelines.create(&PostParams::default(), &serde_json::from_value(spec).unwrap()).await.unwrap();
+        if name == "line-5a" {
+            wait_for(&pipelines, name, "the first broker", |p| condition(p, "BrokerReady").is_some()).await;
+        }
+    }
+    let p = wait_for(&pipelines, "line-5", "Ready=False ReconcileFailed", |p| condition(p, "Ready").is_some_and(|c| c.1 == "ReconcileFailed")).await;
+    let (status, _, message) = condition(&p, "Ready").unwrap();
+    assert_eq!(status, "False");
+    assert!(message.contains("line-5-mosquitto") && message.contains("already allocated"), "says what and where: {message}");
+    let events: Vec<Event> = Api::<Event>::namespaced(client.clone(), &ns).list(&Default::default()).await.unwrap().items;
+    assert!(
+        events.iter().any(|e| e.reason.as_deref() == Some("ReconcileFailed") && e.type_.as_deref() == Some("Warning")),
+        "an Event tells a person: {events:?}"
+    );
+    controller.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mistakes_the_schema_cannot_see_are_invalid_specs_with_their_path() {
+    let kube = require!(KubeApi::shared());
+    let client = install_crd(kube).await;
+    let ns = kube.create_namespace(&unique_name("val")).await.unwrap();
+    let controller = controller_for(&client, &ns);
+    let pipelines: Api<StreamPipeline> = Api::namespaced(client.clone(), &ns);
+    let long = "l".repeat(46);
+    let cases = [
+        ("mqtt", "/spec/pipeline/mqtt/url", serde_json::json!("mqtt://broker:188300"), "spec.pipeline.mqtt.url: "),
+        ("same", "/spec/pipeline/kafka", serde_json::json!({"bootstrapServers": "kafka:9092", "topics": {"raw": {"name": "t"}, "joined": {"name": "t"}}}), "spec.pipeline.kafka.topics.joined.name: "),
+        (long.as_str(), "/spec/deletionPolicy", serde_json::json!("Retain"), "metadata.name: "),
+    ];
+    for (name, pointer, value, _) in &cases {
+        let mut spec = example(name);
+        *spec.pointer_mut(pointer).unwrap() = value.clone();
+        pipelines.create(&PostParams::default(), &serde_json::from_value(spec).unwrap()).await.unwrap();
+    }
+    for (name, _, _, says) in cases {
+        let p = wait_for(&pipelines, name, "SpecValid", |p| condition(p, "SpecValid").is_some()).await;
+        let (status, reason, message) = condition(&p, "SpecValid").unwrap();
+        assert_eq!((status.as_str(), reason.as_str()), ("False", "InvalidSpec"), "{name}");
+        assert!(message.starts_with(says), "{name}: {message}");
+        assert!(Api::<StatefulSet>::namespaced(client.clone(), &ns).get_opt(&format!("{name}-join")).await.unwrap().is_none());
     }
     controller.abort();
 }

@@ -19,6 +19,11 @@ pub const PORT: i32 = 3000;
 const COMPONENT: &str = "grafana";
 const DEFAULT_IMAGE: &str = "grafana/grafana:11.3.0";
 
+/// The uid of the pipeline's dashboard (Grafana allows 40 characters).
+pub fn dashboard_uid(p: &StreamPipeline) -> String {
+    format!("millrace-{}", p.name_any())
+}
+
 pub fn name(p: &StreamPipeline) -> String {
     format!("{}-grafana", p.name_any())
 }
@@ -69,7 +74,7 @@ pub fn provisioning(p: &StreamPipeline) -> ConfigMap {
         format!("\"quantity\" =~ /^({})$/", patterns.join("|"))
     };
     let dashboard = serde_json::json!({
-        "uid": format!("millrace-{}", p.name_any()),
+        "uid": dashboard_uid(p),
         "title": format!("Millrace: {}", p.name_any()),
         "time": {"from": "now-1h", "to": "now"},
         "refresh": "10s",
