@@ -32,14 +32,9 @@ IMAGES="$HERE/images"
 log() { printf '[images] %s\n' "$*" >&2; }
 die() { printf 'images.sh: error: %s\n' "$*" >&2; exit 1; }
 
-# BuildKit (the Dockerfiles' cache mounts) needs a client that has it: the
-# Debian 20.10 client does with DOCKER_BUILDKIT=1; a newer client without
-# buildx falls back to the legacy builder.
-BUILD_CLIENT=${MILLRACE_DOCKER_BUILD_CLIENT:-/usr/bin/docker}
-[ -x "$BUILD_CLIENT" ] || BUILD_CLIENT=docker
-dbuild() { DOCKER_BUILDKIT=1 "$BUILD_CLIENT" build --progress=plain "$@"; }
+# shellcheck source=scripts/harness/image-inputs.sh
+source "$HERE/image-inputs.sh"
 have() { docker image inspect "$1" >/dev/null 2>&1; }
-[ -n "${DOCKER_HOST:-}" ] || die "DOCKER_HOST is not set: eval \"\$(scripts/harness/dockerd.sh env)\" after scripts/harness/dockerd.sh up"
 
 # The host's Debian mirror (deb822 or one-line sources).
 mirror() {
@@ -78,13 +73,6 @@ EOF
   log "importing $DEBIAN_IMAGE"
   tar -C "$root" -c . | docker import --change 'CMD ["bash"]' - "$DEBIAN_IMAGE" >/dev/null
   rm -rf "$root" "$root.log"
-}
-
-# An image is current when its tag exists and its label millrace.inputs equals
-# the hash of what it is built from (Dockerfile, versions, inputs' stamps).
-inputs_hash() { cat "$@" | sha256sum | cut -c1-16; }
-current() { # tag hash
-  [ "$(docker image inspect -f '{{ index .Config.Labels "millrace.inputs" }}' "$1" 2>/dev/null)" = "$2" ]
 }
 
 # --- node: the kind node image ----------------------------------------------------------

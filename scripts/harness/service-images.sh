@@ -113,14 +113,8 @@ log() { printf '[service-images] %s\n' "$*" >&2; }
 die() { printf 'service-images.sh: error: %s\n' "$*" >&2; exit 1; }
 usage() { echo "usage: scripts/harness/service-images.sh [mosquitto|influxdb|kafka|prometheus|all]..." >&2; exit 2; }
 
-[ -n "${DOCKER_HOST:-}" ] || die "DOCKER_HOST is not set: eval \"\$(scripts/harness/dockerd.sh env)\" after scripts/harness/dockerd.sh up"
-BUILD_CLIENT=${MILLRACE_DOCKER_BUILD_CLIENT:-/usr/bin/docker}
-[ -x "$BUILD_CLIENT" ] || BUILD_CLIENT=docker
-dbuild() { DOCKER_BUILDKIT=1 "$BUILD_CLIENT" build --progress=plain ${MILLRACE_NO_CACHE:+--no-cache} "$@"; }
-inputs_hash() { cat "$@" | sha256sum | cut -c1-16; }
-current() { # tag hash
-  [ "$(docker image inspect -f '{{ index .Config.Labels "millrace.inputs" }}' "$1" 2>/dev/null)" = "$2" ]
-}
+# shellcheck source=scripts/harness/image-inputs.sh
+source "$HERE/image-inputs.sh"
 
 # build NAME TAG BUILD-ARG... : images/NAME.Dockerfile with a context holding
 # images/NAME/ (and, for kafka, libs/ with the jars).
