@@ -87,8 +87,20 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         let (mut leader, _task) = manager.watch().await;
         tracing::info!(lease = %args.lease_name, %identity, "waiting to lead");
         health.set_ready(true);
-        while !*leader.borrow_and_update() {
-            leader.changed().await?;
+        // A follower stops at once on SIGTERM (the controller below handles
+        // it itself once leading).
+        let wait = async {
+            while !*leader.borrow_and_update() {
+                leader.changed().await?;
+            }
+            anyhow::Ok(())
+        };
+        tokio::select! {
+            waited = wait => waited?,
+            signal = termination() => {
+                tracing::info!(%signal, "stopping while waiting to lead");
+                return Ok(());
+            }
         }
         tracing::info!("leading: reconciling");
         let controller = millrace_operator::reconcile::run_with(client, args.watch_namespace.as_deref(), health);
@@ -104,6 +116,20 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         health.set_ready(true);
         millrace_operator::reconcile::run_with(client, args.watch_namespace.as_deref(), health).await;
         Ok(())
+    }
+}
+
+/// Resolves with the signal's name on SIGTERM (what the kubelet sends) or
+/// SIGINT.
+async fn termination() -> &'static str {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        // Without handlers the default disposition still ends the process.
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
     }
 }
 

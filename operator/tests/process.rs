@@ -75,3 +75,43 @@ async fn two_replicas_elect_one_leader_and_serve_health() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
+
+/// SIGTERM, as the kubelet sends on a rollout or a drain: both the leader
+/// (reconciling) and a follower (waiting for the Lease) exit within seconds,
+/// well inside the default 30 s grace period.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_leader_and_a_follower_stop_within_seconds_of_sigterm() {
+    let kube = require!(KubeApi::shared());
+    let client = fixtures::install_crd(kube).await;
+    let ns = kube.create_namespace(&unique_name("sigterm")).await.unwrap();
+    let mut a = start(kube, &ns, "operator-a");
+    let mut b = start(kube, &ns, "operator-b");
+    let leases: Api<Lease> = Api::namespaced(client, &ns);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let holder = loop {
+        if let Some(h) = leases.get_opt("millrace-operator").await.unwrap().and_then(|l| l.spec).and_then(|s| s.holder_identity) {
+            break h;
+        }
+        assert!(Instant::now() < deadline, "nobody took the Lease");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    while get(a.1, "/healthz").is_none() || get(b.1, "/healthz").is_none() {
+        assert!(Instant::now() < deadline, "the operators did not serve /healthz");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (leader, follower) = if holder == "operator-a" { (&mut a, &mut b) } else { (&mut b, &mut a) };
+    for (role, operator) in [("follower", follower), ("leader", leader)] {
+        let sent = Instant::now();
+        // SAFETY: kill(2) on our own child's pid.
+        assert_eq!(unsafe { libc::kill(operator.0.id() as i32, libc::SIGTERM) }, 0);
+        let status = loop {
+            if let Some(status) = operator.0.try_wait().unwrap() {
+                break status;
+            }
+            assert!(sent.elapsed() < Duration::from_secs(10), "the {role} did not stop within 10 s of SIGTERM");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        eprintln!("the {role} stopped {:.1?} after SIGTERM ({status})", sent.elapsed());
+        assert!(status.success(), "the {role} exited with {status} on SIGTERM");
+    }
+}
