@@ -271,6 +271,7 @@ fn bench_join(records: usize) -> anyhow::Result<()> {
     let health = Arc::new(Health::default());
     let stop = Arc::new(AtomicBool::new(false));
     let start = Instant::now();
+    let ceiling_config = kafka_config.clone();
     let worker = {
         let (health, stop) = (health.clone(), stop.clone());
         std::thread::spawn(move || millrace_worker::join::stage::run(&kafka_config, &rules, health, stop))
@@ -304,7 +305,7 @@ fn bench_join(records: usize) -> anyhow::Result<()> {
         steady - committing,
     );
     let _ = broker.create_topic("bench.ceiling", 6);
-    ceiling_transactional_copy(&broker.bootstrap_servers(), records)?;
+    ceiling_transactional_copy(&ceiling_config, records)?;
     Ok(())
 }
 
@@ -331,31 +332,17 @@ fn create_internal_topics(bootstrap: &str) -> anyhow::Result<()> {
 /// consumer and producer settings) copying the same raw records to another
 /// topic, in transactions committed with their offsets every 100 ms, and
 /// nothing else. The stage's figure reads as a share of this one.
-fn ceiling_transactional_copy(bootstrap: &str, records: usize) -> anyhow::Result<()> {
+fn ceiling_transactional_copy(kafka: &KafkaConfig, records: usize) -> anyhow::Result<()> {
+    use millrace_worker::join::stage;
     use rdkafka::consumer::{BaseConsumer, Consumer};
     use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
-    use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+    use rdkafka::{Message, Offset, TopicPartitionList};
     let timeout = Duration::from_secs(30);
-    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("transactional.id", "bench-ceiling")
-        .set("transaction.timeout.ms", "10000")
-        .set("enable.idempotence", "true")
-        .set("linger.ms", "5")
-        .create()?;
+    // Its own group, so that it reads the raw topic from the start.
+    let kafka = KafkaConfig { group_id: "bench-ceiling".into(), ..kafka.clone() };
+    let producer: ThreadedProducer<DefaultProducerContext> = stage::producer_config(&kafka, "bench-ceiling").create()?;
     producer.init_transactions(timeout)?;
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", "bench-ceiling")
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .set("auto.offset.reset", "earliest")
-        .set("isolation.level", "read_committed")
-        .set("partition.assignment.strategy", "range")
-        .set("session.timeout.ms", "6000")
-        .set("heartbeat.interval.ms", "1000")
-        .set("max.poll.interval.ms", "10000")
-        .create()?;
+    let consumer: BaseConsumer = stage::consumer_config(&kafka).create()?;
     consumer.subscribe(&["bench.raw"])?;
     let start = Instant::now();
     let (mut copied, mut first_record, mut commits, mut committing) = (0usize, None, 0u32, Duration::ZERO);

@@ -126,34 +126,30 @@ pub fn transactional_id(group: &str) -> String {
     format!("{group}-join-{instance}")
 }
 
-/// Runs the join stage until `stop` is set. Blocking: call it from a
-/// dedicated thread (transactional calls block).
-pub fn run(kafka: &KafkaConfig, rules: &[JoinRuleConfig], health: Arc<Health>, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
-    Joiner::new(rules)?; // rules are checked before anything connects
-    // Every line this stage logs names the instance (its transactional id).
-    let _span = tracing::info_span!("join", id = %transactional_id(&kafka.group_id)).entered();
-    let metrics = health.metrics.stage("join");
-    let producer: Arc<ThreadedProducer<DefaultProducerContext>> = Arc::new(
-        crate::kafka::client_config(kafka)
-            .set("transactional.id", transactional_id(&kafka.group_id))
-            .set("transaction.timeout.ms", "10000")
-            .set("enable.idempotence", "true")
-            .set("linger.ms", "5")
-            .create()?,
-    );
-    producer.init_transactions(TIMEOUT)?;
-    let in_transaction = Arc::new(AtomicBool::new(false));
-    let reset = Arc::new(AtomicBool::new(false));
-    let context = RebalanceContext { producer: producer.clone(), in_transaction: in_transaction.clone(), reset: reset.clone() };
-    let mut consumer_config = crate::kafka::client_config(kafka);
+/// The stage's transactional producer settings (also what the join
+/// benchmark's ceiling uses, so that both measure the same client).
+pub fn producer_config(kafka: &KafkaConfig, transactional_id: &str) -> rdkafka::ClientConfig {
+    let mut config = crate::kafka::client_config(kafka);
+    config
+        .set("transactional.id", transactional_id)
+        .set("transaction.timeout.ms", "10000")
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "5");
+    config
+}
+
+/// The stage's consumer settings: group `<groupId>-join`, offsets committed
+/// only in its transactions, committed records only.
+pub fn consumer_config(kafka: &KafkaConfig) -> rdkafka::ClientConfig {
+    let mut config = crate::kafka::client_config(kafka);
     if std::env::var("MILLRACE_STATIC_MEMBERSHIP").is_ok_and(|v| v == "1" || v == "true") {
         // Static membership (an instance with a stable name, e.g. a
         // StatefulSet pod): a restarted instance takes its partitions back at
         // once, without a rebalance. It does not leave the group on a clean
         // stop, so scaling down waits for the session timeout.
-        consumer_config.set("group.instance.id", transactional_id(&kafka.group_id));
+        config.set("group.instance.id", transactional_id(&kafka.group_id));
     }
-    let consumer: BaseConsumer<RebalanceContext> = consumer_config
+    config
         .set("group.id", format!("{}-join", kafka.group_id))
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
@@ -165,7 +161,24 @@ pub fn run(kafka: &KafkaConfig, rules: &[JoinRuleConfig], health: Arc<Health>, s
         .set("heartbeat.interval.ms", "1000")
         // Also the rebalance timeout: how long a rebalance waits for a
         // member that died. The loop polls every 50 ms.
-        .set("max.poll.interval.ms", "10000")
+        .set("max.poll.interval.ms", "10000");
+    config
+}
+
+/// Runs the join stage until `stop` is set. Blocking: call it from a
+/// dedicated thread (transactional calls block).
+pub fn run(kafka: &KafkaConfig, rules: &[JoinRuleConfig], health: Arc<Health>, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
+    Joiner::new(rules)?; // rules are checked before anything connects
+    // Every line this stage logs names the instance (its transactional id).
+    let _span = tracing::info_span!("join", id = %transactional_id(&kafka.group_id)).entered();
+    let metrics = health.metrics.stage("join");
+    let producer: Arc<ThreadedProducer<DefaultProducerContext>> =
+        Arc::new(producer_config(kafka, &transactional_id(&kafka.group_id)).create()?);
+    producer.init_transactions(TIMEOUT)?;
+    let in_transaction = Arc::new(AtomicBool::new(false));
+    let reset = Arc::new(AtomicBool::new(false));
+    let context = RebalanceContext { producer: producer.clone(), in_transaction: in_transaction.clone(), reset: reset.clone() };
+    let consumer: BaseConsumer<RebalanceContext> = consumer_config(kafka)
         .create_with_context(context)?;
     consumer.subscribe(&[&kafka.topics.raw.name])?;
     let (joined_topic, dead_topic) = (kafka.topics.joined.name.as_str(), kafka.topics.dead_letter.name.as_str());
