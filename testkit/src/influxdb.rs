@@ -9,11 +9,27 @@ use crate::{find_binary, StartError};
 pub struct InfluxDb {
     port: u16,
     server: Server,
+    /// With authentication on: the admin's name and password, which
+    /// [`InfluxDb::query`] and [`InfluxDb::write`] use.
+    admin: Option<(String, String)>,
     _dir: Dir,
 }
 
+/// The admin that [`InfluxDb::start_with_auth`] creates.
+pub const INFLUX_ADMIN: &str = "admin";
+
 impl InfluxDb {
     pub fn start() -> Result<Self, StartError> {
+        Self::launch(false)
+    }
+
+    /// With `auth-enabled`: an admin user is created first (InfluxDB allows
+    /// that one statement without credentials); everything else needs a login.
+    pub fn start_with_auth() -> Result<Self, StartError> {
+        Self::launch(true)
+    }
+
+    fn launch(auth: bool) -> Result<Self, StartError> {
         let program = find_binary("influxd")?;
         let dir = new_dir("influxdb")?;
         let (port, rpc_port) = (free_port(), free_port());
@@ -28,15 +44,31 @@ impl InfluxDb {
              [monitor]\n  store-enabled = false\n\
              [subscriber]\n  enabled = false\n\
              [continuous_queries]\n  enabled = false\n\
-             [http]\n  bind-address = \"127.0.0.1:{port}\"\n  log-enabled = false\n\
+             [http]\n  bind-address = \"127.0.0.1:{port}\"\n  log-enabled = false\n  auth-enabled = {auth}\n\
              [logging]\n  level = \"warn\"\n"
         );
         let conf_path = dir.join("influxdb.conf");
         std::fs::write(&conf_path, conf)?;
         let server = Server::spawn("influxd", &program, &["-config".into(), conf_path.display().to_string()], dir.join("log"))?;
-        let mut db = Self { port, server, _dir: Dir(dir) };
+        let mut db = Self { port, server, admin: None, _dir: Dir(dir) };
         db.wait_ready()?;
+        if auth {
+            let password = format!("admin-{}", rand::random::<u64>());
+            db.query("", &format!("CREATE USER {INFLUX_ADMIN} WITH PASSWORD '{password}' WITH ALL PRIVILEGES"))
+                .map_err(|e| StartError::Failed(format!("influxd: cannot create the admin user: {e}")))?;
+            db.admin = Some((INFLUX_ADMIN.to_string(), password));
+        }
         Ok(db)
+    }
+
+    /// The admin's password, with authentication on.
+    pub fn admin_password(&self) -> Option<&str> {
+        self.admin.as_ref().map(|(_, p)| p.as_str())
+    }
+
+    /// Credentials as InfluxDB's `u` and `p` parameters (none without auth).
+    fn login(&self) -> Vec<(&str, &str)> {
+        self.admin.as_ref().map(|(u, p)| vec![("u", u.as_str()), ("p", p.as_str())]).unwrap_or_default()
     }
 
     fn wait_ready(&mut self) -> Result<(), StartError> {
@@ -57,13 +89,22 @@ impl InfluxDb {
 
     /// Runs InfluxQL against `db` and returns the JSON answer.
     pub fn query(&self, db: &str, q: &str) -> anyhow::Result<serde_json::Value> {
-        let mut response = ureq::post(&format!("{}/query", self.url())).send_form([("db", db), ("q", q)])?;
+        // InfluxDB reads `u` and `p` from the URL only, not from a form body.
+        let mut request = ureq::post(&format!("{}/query", self.url()));
+        for (k, v) in self.login() {
+            request = request.query(k, v);
+        }
+        let mut response = request.send_form([("db", db), ("q", q)])?;
         Ok(response.body_mut().read_json()?)
     }
 
     /// Writes line protocol (nanosecond precision) into `db`.
     pub fn write(&self, db: &str, lines: &str) -> anyhow::Result<()> {
-        ureq::post(&format!("{}/write?db={db}&precision=ns", self.url())).send(lines)?;
+        let mut request = ureq::post(&format!("{}/write", self.url())).query("db", db).query("precision", "ns");
+        for (k, v) in self.login() {
+            request = request.query(k, v);
+        }
+        request.send(lines)?;
         Ok(())
     }
 

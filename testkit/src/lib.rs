@@ -24,7 +24,7 @@ mod mosquitto;
 mod process;
 
 pub use binaries::{find_binary, StartError};
-pub use influxdb::InfluxDb;
+pub use influxdb::{InfluxDb, INFLUX_ADMIN};
 pub use kafka::{KafkaBroker, KafkaCluster};
 pub use kube_api::{KubeApi, RequestLog};
 pub use mosquitto::Mosquitto;

@@ -83,8 +83,11 @@ impl Exporter {
         loop {
             match self.client.ensure_database().await {
                 Ok(()) => return Ok(()),
-                Err(e) if e.is_retryable() && !shutdown.is_cancelled() => {
-                    tracing::warn!(error = %e, "InfluxDB not reachable yet; retrying");
+                // Unreachable, or a database only an admin can create: wait
+                // (not ready) instead of exiting into a crash loop.
+                Err(e) if (e.is_retryable() || matches!(e, InfluxError::MissingDatabase { .. })) && !shutdown.is_cancelled() => {
+                    self.health.metrics.stage("export").error("influxdb_unavailable");
+                    tracing::warn!(error = %e, "InfluxDB not ready for writing yet; retrying");
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(MAX_BACKOFF);
                 }

@@ -16,6 +16,13 @@ pub enum InfluxError {
     /// The server refused the request (4xx): retrying will not help.
     #[error("InfluxDB at {url} refused the request ({status}): {detail}")]
     Refused { url: String, status: u16, detail: String },
+    /// The database is not there and this user may not create it (only an
+    /// admin may `CREATE DATABASE`): waiting for someone who may.
+    #[error(
+        "InfluxDB at {url} has no database \"{database}\" and this user may not create it \
+         (CREATE DATABASE needs admin privilege): create it as an admin, e.g. influx -execute 'CREATE DATABASE \"{database}\"'"
+    )]
+    MissingDatabase { url: String, database: String },
 }
 
 impl InfluxError {
@@ -68,10 +75,21 @@ impl InfluxClient {
         }
     }
 
-    /// `CREATE DATABASE` is idempotent in InfluxDB 1.x.
+    /// `CREATE DATABASE` is idempotent in InfluxDB 1.x. A user that may
+    /// only write is refused it (403); then the database must exist already,
+    /// which an empty write tells (204 when it does, 404 when not).
     pub async fn ensure_database(&self) -> Result<(), InfluxError> {
         let q = format!("CREATE DATABASE \"{}\"", self.database.replace('"', "\\\""));
-        self.send(self.http.post(format!("{}/query", self.url)).form(&[("q", q.as_str())])).await.map(drop)
+        match self.send(self.http.post(format!("{}/query", self.url)).form(&[("q", q.as_str())])).await {
+            Ok(_) => Ok(()),
+            Err(InfluxError::Refused { status: 403, .. }) => match self.write(String::new()).await {
+                Err(InfluxError::Refused { status: 404, .. }) => {
+                    Err(InfluxError::MissingDatabase { url: self.url.clone(), database: self.database.clone() })
+                }
+                other => other,
+            },
+            Err(e) => Err(e),
+        }
     }
 
     /// Writes one batch of line protocol (nanosecond timestamps).
@@ -99,12 +117,19 @@ impl InfluxClient {
         loop {
             match self.write(body.clone()).await {
                 Ok(()) => return Ok(()),
-                // A database dropped or never created: create it and go on.
-                Err(InfluxError::Refused { status: 404, .. }) if !database_checked => {
-                    database_checked = true;
-                    if let Err(e) = self.ensure_database().await {
-                        on_retry(&e);
+                // A database dropped or never created: create it and go on;
+                // where only an admin may create it, wait for them.
+                Err(InfluxError::Refused { status: 404, .. }) if !give_up() => {
+                    match self.ensure_database().await {
+                        Ok(()) if !database_checked => {
+                            database_checked = true;
+                            continue;
+                        }
+                        Ok(()) => {}
+                        Err(e) => on_retry(&e),
                     }
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(max_backoff);
                 }
                 Err(e) if e.is_retryable() && !give_up() => {
                     on_retry(&e);

@@ -46,6 +46,13 @@ impl Worker {
     }
 
     fn launch(config: &Path, stage: Option<&str>, env: &[(&str, &str)]) -> Self {
+        let worker = Self::spawn(config, stage, env, std::process::Stdio::inherit());
+        wait_for(Duration::from_secs(30), "the worker to subscribe", || worker.ready());
+        worker
+    }
+
+    /// Started, without waiting for it to be ready; its standard error goes to `stderr`.
+    fn spawn(config: &Path, stage: Option<&str>, env: &[(&str, &str)], stderr: std::process::Stdio) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let child = Command::new(WORKER)
             .args(["run", "--config"])
@@ -54,13 +61,14 @@ impl Worker {
             .args(["--metrics-addr", &format!("127.0.0.1:{port}")])
             .env("RUST_LOG", "warn")
             .envs(env.iter().copied())
+            .stderr(stderr)
             .spawn()
             .unwrap();
-        let worker = Self { child, metrics: format!("http://127.0.0.1:{port}") };
-        wait_for(Duration::from_secs(30), "the worker to subscribe", || {
-            ureq::get(&format!("{}/readyz", worker.metrics)).call().is_ok()
-        });
-        worker
+        Self { child, metrics: format!("http://127.0.0.1:{port}") }
+    }
+
+    fn ready(&self) -> bool {
+        ureq::get(&format!("{}/readyz", self.metrics)).call().is_ok()
     }
 
     /// SIGTERM, then the exit status: a graceful stop flushes everything.
@@ -326,6 +334,23 @@ fn bad_messages_go_to_the_dead_letters_and_the_good_ones_arrive() {
     assert!(malformed["source"].as_str().unwrap().starts_with("mqtt:machines/"));
 }
 
+/// The staged pipeline's configuration (topics created on `kafka`).
+fn staged_config(dir: &Path, mqtt: &Mosquitto, influx: &InfluxDb, kafka: &KafkaBroker, db: &str) -> PathBuf {
+    let (raw, joined, dead) = (unique_name("raw"), unique_name("joined"), unique_name("dead"));
+    kafka.create_topic(&raw, 3).unwrap();
+    kafka.create_topic(&joined, 3).unwrap();
+    kafka.create_topic(&dead, 1).unwrap();
+    let path = config(dir, mqtt, influx, db);
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    text.push_str(&format!(
+        "kafka:\n  bootstrapServers: \"{}\"\n  groupId: \"{}\"\n  topics:\n    raw: {{name: \"{raw}\", partitions: 3}}\n    joined: {{name: \"{joined}\", partitions: 3}}\n    deadLetter: {{name: \"{dead}\", partitions: 1}}\n",
+        kafka.bootstrap_servers(),
+        unique_name("g")
+    ));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
 #[test]
 fn machine_data_flows_through_three_stages_on_kafka() {
     if !shared_file_present() {
@@ -334,21 +359,55 @@ fn machine_data_flows_through_three_stages_on_kafka() {
     let mqtt = require!(Mosquitto::start());
     let influx = require!(InfluxDb::start());
     let kafka = require!(KafkaBroker::start());
-    let (raw, joined, dead) = (unique_name("raw"), unique_name("joined"), unique_name("dead"));
-    kafka.create_topic(&raw, 3).unwrap();
-    kafka.create_topic(&joined, 3).unwrap();
-    kafka.create_topic(&dead, 1).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let db = unique_name("staged").replace('-', "_");
-    let path = config(dir.path(), &mqtt, &influx, &db);
-    let mut text = std::fs::read_to_string(&path).unwrap();
-    text.push_str(&format!(
-        "kafka:\n  bootstrapServers: \"{}\"\n  groupId: \"{}\"\n  topics:\n    raw: {{name: \"{raw}\", partitions: 3}}\n    joined: {{name: \"{joined}\", partitions: 3}}\n    deadLetter: {{name: \"{dead}\", partitions: 1}}\n",
-        kafka.bootstrap_servers(),
-        unique_name("g")
-    ));
-    std::fs::write(&path, text).unwrap();
+    let path = staged_config(dir.path(), &mqtt, &influx, &kafka, &db);
     let export = Worker::start_stage(&path, Some("export"));
+    let join = Worker::start_stage(&path, Some("join"));
+    let ingest = Worker::start_stage(&path, Some("ingest"));
+    simulate(&mqtt, &["--file", WIDE]);
+    wait_for_counts(&influx, &db, &expected());
+    for w in [ingest, join, export] {
+        assert!(w.stop().success());
+    }
+}
+
+/// InfluxDB with authentication and a user that may only write, as a plant's
+/// database admin hands out: only an admin may `CREATE DATABASE`. Until the
+/// database exists the export stage waits, not ready, and says why; it never
+/// exits into a crash loop. Once an admin creates the database and grants
+/// the write, everything arrives.
+#[test]
+fn an_influxdb_user_that_may_only_write_works_once_its_database_exists() {
+    if !shared_file_present() {
+        return;
+    }
+    let mqtt = require!(Mosquitto::start());
+    let influx = require!(InfluxDb::start_with_auth());
+    let kafka = require!(KafkaBroker::start());
+    let dir = tempfile::tempdir().unwrap();
+    let db = unique_name("writeonly").replace('-', "_");
+    let path = staged_config(dir.path(), &mqtt, &influx, &kafka, &db);
+    let admin = |q: &str| {
+        let answer = influx.query("", q).unwrap();
+        assert!(answer.pointer("/results/0/error").is_none(), "{q}: {answer}");
+    };
+    admin("CREATE USER writer WITH PASSWORD 'writer-pw'");
+    let writer = [("MILLRACE_INSTANCE", "e2e"), ("MILLRACE_INFLUXDB_USERNAME", "writer"), ("MILLRACE_INFLUXDB_PASSWORD", "writer-pw")];
+    let log = dir.path().join("export.log");
+    let mut export = Worker::spawn(&path, Some("export"), &writer, std::fs::File::create(&log).unwrap().into());
+    wait_for(Duration::from_secs(30), "the export stage to say the database is missing", || {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        text.contains("has no database") && text.contains(&db) && text.contains("CREATE DATABASE needs admin privilege")
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(export.child.try_wait().unwrap().is_none(), "the export stage exited: {}", std::fs::read_to_string(&log).unwrap());
+    assert!(!export.ready(), "the export stage says it is ready without a database to write to");
+    assert!(!std::fs::read_to_string(&log).unwrap().contains("writer-pw"), "the password is in the log");
+
+    admin(&format!("CREATE DATABASE \"{db}\""));
+    admin(&format!("GRANT WRITE ON \"{db}\" TO writer"));
+    wait_for(Duration::from_secs(30), "the export stage to become ready", || export.ready());
     let join = Worker::start_stage(&path, Some("join"));
     let ingest = Worker::start_stage(&path, Some("ingest"));
     simulate(&mqtt, &["--file", WIDE]);
