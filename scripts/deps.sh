@@ -27,31 +27,22 @@ SUDO=""
 [ "$(id -u)" = 0 ] || SUDO="sudo"
 
 # --- apt packages -----------------------------------------------------------
-APT_PACKAGES=(mosquitto mosquitto-clients influxdb influxdb-client
-  build-essential pkg-config zlib1g-dev libssl-dev python3-venv rsync jq curl)
+# shellcheck source=scripts/deps/apt.sh
+source "$HERE/deps/apt.sh"
+# The demo builds the worker (a C compiler and zlib for librdkafka), runs
+# Mosquitto and InfluxDB, and charts with matplotlib in a venv.
+APT_PACKAGES=(mosquitto influxdb build-essential pkg-config zlib1g-dev python3-venv curl)
 if [ "$PROFILE" = full ]; then
-  # Java and Maven for Apache Kafka; Go builds Kubernetes, etcd, CoreDNS and
-  # kind (the machine's Go 1.24+ is used: Debian's golang-go is too old);
-  # Docker's engine, debootstrap and iptables for the kind cluster and the
-  # images built here; Prometheus for the cluster's scrape checks.
-  APT_PACKAGES+=(openjdk-17-jre-headless maven docker.io debootstrap iptables
-    prometheus binutils)
+  # Clients and tools the tests and scripts use; Java and Maven for Apache
+  # Kafka; Go builds Kubernetes, etcd, CoreDNS and kind (the machine's Go
+  # 1.24+ is used: Debian's golang-go is too old); Docker's engine,
+  # debootstrap and iptables for the kind cluster and the images built here;
+  # Prometheus for the cluster's scrape checks.
+  APT_PACKAGES+=(mosquitto-clients influxdb-client libssl-dev rsync jq
+    openjdk-17-jre-headless maven docker.io debootstrap iptables prometheus binutils)
 fi
-missing=()
-for p in "${APT_PACKAGES[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-  log "apt: installing ${missing[*]}"
-  # Packaged daemons must not start system services: tests run their own.
-  if [ ! -e /usr/sbin/policy-rc.d ]; then
-    printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
-    $SUDO chmod +x /usr/sbin/policy-rc.d
-    trap '$SUDO rm -f /usr/sbin/policy-rc.d' EXIT
-  fi
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+apt_sources_check
+apt_install_missing "${APT_PACKAGES[@]}"
 # A package's own service may have started anyway where no policy applies.
 # Only the packaged services (run as their system users) are stopped, never a
 # test's own instance.
