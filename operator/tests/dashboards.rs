@@ -206,3 +206,71 @@ fn health_queries_parse_and_use_the_metrics_the_code_registers() {
     let out = Command::new(promtool).args(["check", "rules"]).arg(&file).output().unwrap();
     assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
 }
+
+/// The data dashboard's InfluxQL runs on a real InfluxDB 1.x, with the
+/// variables interpolated as Grafana does (a multi-value regex), and finds
+/// what the export stage writes: the join panel its outputs, the raw panel
+/// the chosen quantities, the variables the machines and quantities.
+#[test]
+fn data_queries_run_on_influxdb_and_find_the_exported_series() {
+    let influx = millrace_testkit::require!(millrace_testkit::InfluxDb::start());
+    let (_, p) = pipelines().into_iter().find(|(n, _)| *n == "two joins and Prometheus").unwrap();
+    let db = &p.spec.pipeline.influxdb.as_ref().unwrap().database;
+    influx.query("", &format!("CREATE DATABASE \"{db}\"")).unwrap();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    let mut lines = String::new();
+    for (i, (thing, quantity)) in [
+        ("R0815", "derivedPower_C11"),
+        ("R0815", "derivedPower_C12"),
+        ("H31415", "vaLoad_C11"),
+        ("R0815", "actSpeed_C11"),
+        ("H31415", "load"),
+    ]
+    .iter()
+    .enumerate()
+    {
+        lines.push_str(&format!("machine,thing={thing},quantity={quantity} result={}.5 {}\n", i + 1, now - 60_000_000_000));
+    }
+    influx.write(db, &lines).unwrap();
+
+    let grafana = |q: &str| {
+        q.replace("$timeFilter", "time > now() - 1h")
+            .replace("$__interval", "10s")
+            .replace("$thing", "(R0815|H31415)")
+            .replace("$quantity", "(actSpeed_C11|vaLoad_C11)")
+    };
+    let series = |q: &str| -> Vec<String> {
+        let answer = influx.query(db, &grafana(q)).unwrap();
+        assert!(answer.pointer("/results/0/error").is_none(), "{q}: {answer}");
+        let rows = answer.pointer("/results/0/series").and_then(Value::as_array).cloned().unwrap_or_default();
+        let mut found: Vec<String> = rows
+            .iter()
+            .flat_map(|s| match s["tags"].as_object() {
+                Some(tags) => {
+                    let tag = |k: &str| tags.get(k).and_then(Value::as_str).unwrap_or("-").to_string();
+                    vec![format!("{} {}", tag("thing"), tag("quantity"))]
+                }
+                None => s["values"].as_array().unwrap().iter().map(|v| v[1].as_str().unwrap().to_string()).collect(),
+            })
+            .collect();
+        found.sort();
+        found
+    };
+    let d = grafana::dashboard_files(&p).remove(0).1;
+    let vars: Vec<Vec<String>> = d["templating"]["list"].as_array().unwrap().iter().map(|v| series(v["query"].as_str().unwrap())).collect();
+    assert_eq!(vars[0], ["H31415", "R0815"]);
+    assert_eq!(vars[1], ["actSpeed_C11", "derivedPower_C11", "derivedPower_C12", "load", "vaLoad_C11"]);
+    let found: Vec<(String, Vec<String>)> = panels(&d)
+        .into_iter()
+        .filter(|p| p["type"] != "row")
+        .map(|p| (p["title"].as_str().unwrap().to_string(), series(p["targets"][0]["query"].as_str().unwrap())))
+        .collect();
+    assert_eq!(
+        found,
+        [
+            ("power: derivedPower_$1".to_string(), vec!["R0815 derivedPower_C11".to_string(), "R0815 derivedPower_C12".to_string()]),
+            ("load: load".to_string(), vec!["H31415 load".to_string()]),
+            ("Machine $thing".to_string(), vec!["- actSpeed_C11".to_string(), "- vaLoad_C11".to_string()]),
+        ]
+    );
+}
