@@ -119,5 +119,9 @@ if [ "$PROFILE" = full ]; then
   ln -sf "$CACHE/kind-$KIND_VERSION/bin/kind" "$BIN/kind"
 fi
 
-log "ready ($PROFILE): $(ls "$BIN" | tr '\n' ' ')"
+if [ "$PROFILE" = demo ]; then
+  log "ready (demo): $(command -v mosquitto) $(command -v influxd), matplotlib in $VENV"
+else
+  log "ready ($PROFILE): $(ls "$BIN" | tr '\n' ' ')"
+fi
 
