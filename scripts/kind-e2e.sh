@@ -355,6 +355,8 @@ else
   grep -q '"status":"OK"' <<<"$health" || fail "the datasource is not healthy: $health"
   log "Grafana datasource millrace-influxdb: $health"
   grafana "/api/dashboards/uid/millrace-$PIPELINE" >/dev/null || fail "no provisioned dashboard millrace-$PIPELINE in Grafana"
+  grep -q '"uid":"millrace-prometheus"' <<<"$datasources" || fail "no datasource millrace-prometheus in Grafana: $datasources"
+  grafana "/api/dashboards/uid/health-$PIPELINE" >/dev/null || fail "no provisioned health dashboard health-$PIPELINE in Grafana"
 fi
 
 # --- deletion and cleanup -------------------------------------------------------------------

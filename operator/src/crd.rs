@@ -177,6 +177,22 @@ pub struct GrafanaSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 30000, max = 32767))]
     pub node_port: Option<i32>,
+    /// A Prometheus that scrapes this pipeline's workers: Grafana gets it as
+    /// a second datasource and a dashboard of the pipeline's health (ingest
+    /// and export rates, join lag and state, transactions, dead letters).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prometheus: Option<PrometheusSource>,
+}
+
+/// Where Grafana reads the workers' metrics.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PrometheusSource {
+    /// Prometheus's HTTP API, e.g. `http://prometheus.monitoring:9090`. Its
+    /// queries select the workers by the `namespace` and `pod` labels, as a
+    /// ServiceMonitor or the usual Pod discovery relabelling sets them.
+    #[schemars(regex(pattern = r"^https?://"))]
+    pub url: String,
 }
 
 /// What the operator observed and did.

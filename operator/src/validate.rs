@@ -25,6 +25,9 @@ pub fn validate(p: &StreamPipeline) -> Result<ValidPipeline<'_>, String> {
         .as_ref()
         .ok_or("spec.pipeline.kafka: a StreamPipeline runs its stages on Kafka; give bootstrapServers")?;
     let influxdb = pipeline.influxdb.as_ref().ok_or("spec.pipeline.influxdb: the export stage needs an InfluxDB target")?;
+    if let Some(prometheus) = &p.spec.grafana.prometheus {
+        millrace_config::check_url(&prometheus.url, &["http", "https"]).map_err(|m| format!("spec.grafana.prometheus.url: {m}"))?;
+    }
     check_child_names(p)?;
     Ok(ValidPipeline { pipeline: p, kafka, influxdb })
 }
@@ -40,7 +43,7 @@ pub const MAX_DASHBOARD_UID: usize = 40;
 /// The children's names the pipeline's name makes must fit their limits
 /// (pure); the message says which and how long the name may be.
 pub fn check_child_names(p: &StreamPipeline) -> Result<(), String> {
-    use crate::children::{grafana, mosquitto, workers};
+    use crate::children::{dashboards, grafana, mosquitto, workers};
     use kube::ResourceExt;
     let name = p.name_any();
     let too_long = |child: &str, kind: &str, made: String, limit: usize| {
@@ -62,7 +65,7 @@ pub fn check_child_names(p: &StreamPipeline) -> Result<(), String> {
     }
     if p.spec.grafana.enabled {
         checks.push(too_long("Grafana", "Service", grafana::name(p), MAX_SERVICE_NAME));
-        checks.push(too_long("Grafana", "dashboard uid", grafana::dashboard_uid(p), MAX_DASHBOARD_UID));
+        checks.push(too_long("Grafana", "dashboard uid", dashboards::data_uid(p), MAX_DASHBOARD_UID));
     }
     match checks.into_iter().flatten().next() {
         Some(message) => Err(message),
@@ -108,5 +111,8 @@ mod tests {
         p.spec.pipeline.kafka.as_mut().unwrap().topics.joined.name = "millrace.raw".into();
         let e = validate(&p).unwrap_err();
         assert!(e.starts_with("spec.pipeline.kafka.topics.joined.name: "), "{e}");
+        let e = validate(&pipeline("l1", "  grafana: {enabled: true, prometheus: {url: 'http://user:pw@prometheus:9090'}}\n")).unwrap_err();
+        assert!(e.starts_with("spec.grafana.prometheus.url: ") && e.contains("credentials"), "{e}");
+        assert!(validate(&pipeline("l1", "  grafana: {enabled: true, prometheus: {url: 'http://prometheus.monitoring:9090'}}\n")).is_ok());
     }
 }

@@ -291,3 +291,19 @@ async fn the_installed_charts_rbac_is_enough_for_the_operator_and_no_more() {
     }
     ok(&helm(&["uninstall", &release, "--namespace", &ops, "--kubeconfig", &kubeconfig]), "helm uninstall");
 }
+
+/// The README's cluster quick start makes each namespace of
+/// `rbac.secretNamespaces` before the `helm install` that binds rights in
+/// it (else the install fails on the missing namespace).
+#[test]
+fn the_readme_creates_the_secret_namespaces_before_helm_install() {
+    let readme = include_str!("../../README.md");
+    let lines: Vec<&str> = readme.lines().collect();
+    let install = lines.iter().position(|l| l.starts_with("helm install millrace charts/millrace")).expect("a helm install in the README");
+    let set = lines[install..=install + 1].join(" ").replace('\'', "");
+    let list = set.split("rbac.secretNamespaces={").nth(1).and_then(|r| r.split('}').next()).expect("rbac.secretNamespaces set");
+    for ns in list.split(',') {
+        let created = lines[..install].iter().any(|l| l.trim() == format!("kubectl create namespace {ns}"));
+        assert!(created, "the README's helm install needs namespace {ns}, which it does not create before");
+    }
+}

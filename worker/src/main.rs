@@ -349,17 +349,19 @@ fn join_file(args: JoinFileArgs) -> anyhow::Result<()> {
         }
         _ => (Box::new(BufReader::with_capacity(1 << 20, std::io::stdin().lock())), None),
     };
+    // Progress only for a person watching: a large file (a bar to its size)
+    // or a pipe (bytes so far).
     let progress = match size {
-        Some(n) if n > 16 << 20 && std::io::stderr().is_terminal() => {
-            let bar = indicatif::ProgressBar::new(n);
-            bar.set_style(
-                indicatif::ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
-                    .expect("a valid template"),
-            );
-            Some(bar)
-        }
-        _ => None,
+        _ if !std::io::stderr().is_terminal() => None,
+        Some(n) if n > 16 << 20 => Some(indicatif::ProgressBar::new(n).with_style(
+            indicatif::ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}").expect("a valid template"),
+        )),
+        Some(_) => None,
+        None => Some(indicatif::ProgressBar::new_spinner().with_style(
+            indicatif::ProgressStyle::with_template("{spinner} {bytes} read, {bytes_per_sec}, {elapsed}").expect("a valid template"),
+        )),
     };
+    let started = std::time::Instant::now();
     let mut out = BufWriter::with_capacity(1 << 20, std::io::stdout().lock());
     let mut rejects: Box<dyn Write> = match &args.rejects {
         Some(p) => Box::new(BufWriter::new(
@@ -377,9 +379,15 @@ fn join_file(args: JoinFileArgs) -> anyhow::Result<()> {
         bar.finish_and_clear();
     }
     if std::io::stderr().is_terminal() || args.rejects.is_some() {
+        let secs = started.elapsed().as_secs_f64();
         eprintln!(
-            "{} records, {} joined, {} late, {} unreadable, {} not a number",
-            summary.lines, summary.joined, summary.late, summary.unreadable, summary.not_a_number
+            "{} records in {secs:.1} s ({:.0} records/s): {} joined, {} late, {} unreadable, {} not a number",
+            summary.lines,
+            summary.lines as f64 / secs.max(1e-9),
+            summary.joined,
+            summary.late,
+            summary.unreadable,
+            summary.not_a_number
         );
     }
     Ok(())

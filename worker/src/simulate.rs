@@ -165,7 +165,9 @@ pub async fn run(source: Source, options: Options) -> anyhow::Result<Summary> {
 
     let bar = options.progress.then(|| {
         let bar = if limit == u64::MAX { indicatif::ProgressBar::new_spinner() } else { indicatif::ProgressBar::new(limit) };
-        bar.set_style(indicatif::ProgressStyle::with_template("{spinner} {pos}/{len} messages {per_sec} {elapsed}").expect("a valid template"));
+        // A bar when the count is known; the rate comes in the summary.
+        let template = if limit == u64::MAX { "{spinner} {pos} messages, {elapsed}" } else { "{bar:40} {pos}/{len} messages, {elapsed}, eta {eta}" };
+        bar.set_style(indicatif::ProgressStyle::with_template(template).expect("a valid template"));
         bar
     });
     let start = Instant::now();

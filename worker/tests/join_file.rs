@@ -64,3 +64,17 @@ fn bad_rules_are_reported_with_the_spot() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("expected `)` at column 20"), "{err}");
 }
+
+/// With the rejects in a file, standard error says what was done, in
+/// numbers that match the input and the output.
+#[test]
+fn the_summary_counts_what_was_read_and_joined() {
+    let dir = tempfile::tempdir().unwrap();
+    let rejects = dir.path().join("rejects.jsonl");
+    let (joined, err) = join_file(&["--rejects", rejects.to_str().unwrap()]);
+    let records = std::fs::read_to_string(NARROW).unwrap().lines().count();
+    let summary = err.lines().last().unwrap_or_default();
+    let (head, counts) = summary.split_once("): ").unwrap_or_else(|| panic!("no summary: {err}"));
+    assert!(head.starts_with(&format!("{records} records in ")) && head.contains(" s (") && head.ends_with(" records/s"), "{summary}");
+    assert_eq!(counts, format!("{} joined, 0 late, 0 unreadable, 0 not a number", joined.len()), "{summary}");
+}

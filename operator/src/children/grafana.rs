@@ -1,28 +1,25 @@
 //! Grafana for a pipeline (pure): provisioned with the pipeline's InfluxDB
-//! as datasource and a dashboard of its raw and joined quantities.
+//! (and Prometheus, when it names one) as datasources and the dashboards of
+//! [`super::dashboards`].
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
-    ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, HTTPGetAction, PodSecurityContext,
+    ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, HTTPGetAction, KeyToPath, PodSecurityContext,
     PodSpec, PodTemplateSpec, Probe, Secret, Service, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
 
+use super::dashboards::{self, Datasource, INFLUXDB, PROMETHEUS};
 use super::{labels, metadata, secret_env};
 use crate::crd::StreamPipeline;
 
 pub const PORT: i32 = 3000;
 const COMPONENT: &str = "grafana";
 const DEFAULT_IMAGE: &str = "grafana/grafana:11.3.0";
-
-/// The uid of the pipeline's dashboard (Grafana allows 40 characters).
-pub fn dashboard_uid(p: &StreamPipeline) -> String {
-    format!("millrace-{}", p.name_any())
-}
 
 pub fn name(p: &StreamPipeline) -> String {
     format!("{}-grafana", p.name_any())
@@ -43,72 +40,47 @@ pub fn generated_admin_secret(p: &StreamPipeline, password: &str) -> Secret {
     }
 }
 
+/// Where the dashboards' JSON files are mounted.
+const DASHBOARDS_DIR: &str = "/etc/grafana/dashboards";
+
+/// The datasources provisioned for a pipeline, as its panels name them.
+pub fn datasources(p: &StreamPipeline) -> Vec<Datasource> {
+    let mut out = vec![INFLUXDB];
+    out.extend(p.spec.grafana.prometheus.as_ref().map(|_| PROMETHEUS));
+    out
+}
+
+/// The dashboards: file name and JSON. The health one needs Prometheus.
+pub fn dashboard_files(p: &StreamPipeline) -> Vec<(String, serde_json::Value)> {
+    let mut out = vec![("pipeline.json".to_string(), dashboards::data(p))];
+    if p.spec.grafana.prometheus.is_some() {
+        out.push(("health.json".to_string(), dashboards::health(p)));
+    }
+    out
+}
+
 /// Datasource and dashboard provisioning.
 pub fn provisioning(p: &StreamPipeline) -> ConfigMap {
     let influx = p.spec.pipeline.influxdb.as_ref();
     let url = influx.map(|i| i.url.as_str()).unwrap_or("http://influxdb:8086");
     let database = influx.map(|i| i.database.as_str()).unwrap_or("millrace");
-    let measurement = influx.map(|i| i.measurement.as_str()).unwrap_or("machine");
-    let mut datasource = format!(
-        "apiVersion: 1\ndatasources:\n  - name: InfluxDB\n    uid: millrace-influxdb\n    type: influxdb\n    access: proxy\n    url: {url}\n    jsonData: {{dbName: {database}}}\n    isDefault: true\n"
-    );
+    let entry = |d: Datasource, url: &str| {
+        format!("  - name: {}\n    uid: {}\n    type: {}\n    access: proxy\n    url: {url}\n", d.name, d.uid, d.kind)
+    };
+    let mut datasource = format!("apiVersion: 1\ndatasources:\n{}    jsonData: {{dbName: {database}}}\n    isDefault: true\n", entry(INFLUXDB, url));
     if influx.and_then(|i| i.credentials.as_ref()).is_some() {
         datasource.push_str("    user: $INFLUXDB_USERNAME\n    secureJsonData: {password: $INFLUXDB_PASSWORD}\n");
     }
-    let providers = "apiVersion: 1\nproviders:\n  - name: millrace\n    type: file\n    options: {path: /etc/grafana/dashboards}\n".to_string();
-    let joined: Vec<String> = p.spec.pipeline.joins.iter().map(|j| j.output.clone().unwrap_or_else(|| j.name.clone())).collect();
-    let panel = |id: usize, title: &str, filter: &str, y: usize| {
-        serde_json::json!({
-            "id": id, "type": "timeseries", "title": title,
-            "gridPos": {"h": 9, "w": 24, "x": 0, "y": y},
-            "datasource": {"type": "influxdb", "uid": "millrace-influxdb"},
-            "targets": [{"refId": "A", "rawQuery": true,
-                "query": format!("SELECT mean(\"result\") FROM \"{measurement}\" WHERE {filter} AND $timeFilter GROUP BY time($__interval), \"thing\", \"quantity\" fill(none)")}]
-        })
-    };
-    let joined_filter = if joined.is_empty() {
-        "\"quantity\" = ''".to_string()
-    } else {
-        // Output names may use capture groups ($1): match them as patterns.
-        let patterns: Vec<String> = joined.iter().map(|o| regex_for_output(o)).collect();
-        format!("\"quantity\" =~ /^({})$/", patterns.join("|"))
-    };
-    let dashboard = serde_json::json!({
-        "uid": dashboard_uid(p),
-        "title": format!("Millrace: {}", p.name_any()),
-        "time": {"from": "now-1h", "to": "now"},
-        "refresh": "10s",
-        "panels": [panel(1, "Joined results", &joined_filter, 0), panel(2, "Raw quantities", "\"quantity\" =~ /.*/", 9)],
-    });
-    ConfigMap {
-        metadata: metadata(p, format!("{}-provisioning", name(p)), COMPONENT),
-        data: Some(BTreeMap::from([
-            ("datasource.yaml".into(), datasource),
-            ("dashboards.yaml".into(), providers),
-            ("pipeline.json".into(), serde_json::to_string_pretty(&dashboard).expect("JSON")),
-        ])),
-        ..Default::default()
+    if let Some(prometheus) = &p.spec.grafana.prometheus {
+        datasource.push_str(&entry(PROMETHEUS, &prometheus.url));
+        datasource.push_str("    jsonData: {httpMethod: POST}\n");
     }
-}
-
-/// `vaPower_$1` -> `vaPower_.*` (escaped otherwise), for InfluxQL regexes.
-fn regex_for_output(output: &str) -> String {
-    let mut out = String::new();
-    let mut chars = output.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c == '$' && chars.peek().is_some_and(|d| d.is_ascii_digit()) {
-            while chars.peek().is_some_and(|d| d.is_ascii_digit()) {
-                chars.next();
-            }
-            out.push_str(".*");
-        } else if c.is_ascii_alphanumeric() || c == '_' {
-            out.push(c);
-        } else {
-            out.push('\\');
-            out.push(c);
-        }
+    let providers = format!("apiVersion: 1\nproviders:\n  - name: millrace\n    type: file\n    options: {{path: {DASHBOARDS_DIR}}}\n");
+    let mut data = BTreeMap::from([("datasource.yaml".to_string(), datasource), ("dashboards.yaml".to_string(), providers)]);
+    for (file, dashboard) in dashboard_files(p) {
+        data.insert(file, serde_json::to_string_pretty(&dashboard).expect("JSON"));
     }
-    out
+    ConfigMap { metadata: metadata(p, format!("{}-provisioning", name(p)), COMPONENT), data: Some(data), ..Default::default() }
 }
 
 pub fn deployment(p: &StreamPipeline) -> Deployment {
@@ -123,11 +95,12 @@ pub fn deployment(p: &StreamPipeline) -> Deployment {
         env.push(secret_env("INFLUXDB_USERNAME", &c.secret_name, &c.username_key));
         env.push(secret_env("INFLUXDB_PASSWORD", &c.secret_name, &c.password_key));
     }
-    let provisioning_volume = |n: &str| Volume {
+    let provisioning_volume = |n: &str, items: Option<Vec<KeyToPath>>| Volume {
         name: n.into(),
-        config_map: Some(ConfigMapVolumeSource { name: format!("{}-provisioning", name(p)), ..Default::default() }),
+        config_map: Some(ConfigMapVolumeSource { name: format!("{}-provisioning", name(p)), items, ..Default::default() }),
         ..Default::default()
     };
+    let dashboard_items = dashboard_files(p).into_iter().map(|(f, _)| KeyToPath { key: f.clone(), path: f, ..Default::default() }).collect();
     let mount = |n: &str, path: &str, sub: &str| VolumeMount {
         name: n.into(),
         mount_path: path.into(),
@@ -156,13 +129,14 @@ pub fn deployment(p: &StreamPipeline) -> Deployment {
                         volume_mounts: Some(vec![
                             mount("provisioning", "/etc/grafana/provisioning/datasources/datasource.yaml", "datasource.yaml"),
                             mount("provisioning", "/etc/grafana/provisioning/dashboards/dashboards.yaml", "dashboards.yaml"),
-                            mount("provisioning", "/etc/grafana/dashboards/pipeline.json", "pipeline.json"),
+                            VolumeMount { name: "dashboards".into(), mount_path: DASHBOARDS_DIR.into(), read_only: Some(true), ..Default::default() },
                             VolumeMount { name: "data".into(), mount_path: "/var/lib/grafana".into(), ..Default::default() },
                         ]),
                         ..Default::default()
                     }],
                     volumes: Some(vec![
-                        provisioning_volume("provisioning"),
+                        provisioning_volume("provisioning", None),
+                        provisioning_volume("dashboards", Some(dashboard_items)),
                         Volume { name: "data".into(), empty_dir: Some(EmptyDirVolumeSource::default()), ..Default::default() },
                     ]),
                     ..Default::default()
@@ -196,8 +170,10 @@ mod tests {
         assert!(data["datasource.yaml"].contains("url: http://influx:8086") && data["datasource.yaml"].contains("dbName: plant"));
         assert!(data["datasource.yaml"].contains("$INFLUXDB_PASSWORD"), "credentials by reference");
         let dashboard: serde_json::Value = serde_json::from_str(&data["pipeline.json"]).unwrap();
-        let query = dashboard["panels"][0]["targets"][0]["query"].as_str().unwrap();
-        assert!(query.contains(r#""quantity" =~ /^(vaPower_.*)$/"#), "{query}");
+        let join_panel = &dashboard["panels"][1];
+        assert_eq!(join_panel["title"], "power: vaPower_$1");
+        let query = join_panel["targets"][0]["query"].as_str().unwrap();
+        assert!(query.contains(r#""quantity" =~ /^vaPower_.*$/"#), "{query}");
     }
 
     #[test]

@@ -16,6 +16,7 @@ use workers::Stage;
 
 pub mod workers;
 pub mod mosquitto;
+pub mod dashboards;
 pub mod grafana;
 
 /// Every child a valid pipeline wants, built by [`build`].
