@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use serde_json::value::RawValue;
 
-use crate::engine::{Late, Pairing, Side, Time};
+use crate::engine::{Late, LateWhy, Pairing, Side, Time};
 use crate::rule::{JoinRule, JoinRuleConfig, RuleError};
 use crate::record::{format_time_like, TimeValue};
 
@@ -91,6 +91,8 @@ pub struct Joined<'a> {
     pub trigger: u64,
     /// Emitted by `maxLatency` before it was certain.
     pub early: bool,
+    /// Emitted when its record expired beyond the horizon.
+    pub expired: bool,
 }
 
 impl Joined<'_> {
@@ -120,7 +122,8 @@ impl Joined<'_> {
 /// What the join reports besides joined records.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Rejected {
-    /// Older than the newest accepted record of its side and key.
+    /// Older than the newest accepted record of its side and key, or
+    /// beyond the rule's horizon (`late.why` says which).
     Late { rule: String, late: Late },
     /// The expression gave NaN or infinity for a pair.
     NotANumber { rule: String, left: f64, right: f64 },
@@ -129,13 +132,23 @@ pub enum Rejected {
 impl std::fmt::Display for Rejected {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Rejected::Late { rule, late } => write!(
-                f,
-                "late for rule {rule}: time {} is older than its side's newest accepted record ({}), {} ns behind",
-                late.time,
-                late.newest,
-                late.newest - late.time
-            ),
+            Rejected::Late { rule, late } => match late.why {
+                LateWhy::OwnSide => write!(
+                    f,
+                    "late for rule {rule}: time {} is older than its side's newest accepted record ({}), {} ns behind",
+                    late.time,
+                    late.newest,
+                    late.newest - late.time
+                ),
+                LateWhy::BeyondHorizon { horizon } => write!(
+                    f,
+                    "beyond the horizon of rule {rule}: time {} is {} ns behind its key's newest record ({}), more than the stateHorizon of {} ns",
+                    late.time,
+                    late.newest - late.time,
+                    late.newest,
+                    horizon
+                ),
+            },
             Rejected::NotANumber { rule, left, right } => {
                 write!(f, "rule {rule}: the expression is not a finite number for left={left}, right={right}")
             }
@@ -177,7 +190,11 @@ pub struct JoinCounts {
     pub records: u64,
     pub joined: u64,
     pub late: u64,
+    /// Arrived older than its key's stream time minus the horizon.
+    pub beyond_horizon: u64,
     pub early: u64,
+    /// Pairs emitted when their record expired (the horizon).
+    pub expired_pairs: u64,
     pub not_a_number: u64,
 }
 
@@ -271,7 +288,10 @@ impl Joiner {
                 emit(rule, info, p, counts, out);
             });
             if let Err(late) = result {
-                self.counts.late += 1;
+                match late.why {
+                    LateWhy::OwnSide => self.counts.late += 1,
+                    LateWhy::BeyondHorizon { .. } => self.counts.beyond_horizon += 1,
+                }
                 out(Event::Rejected(Rejected::Late { rule: state.rule.name.clone(), late }));
             }
         }
@@ -284,6 +304,11 @@ impl Joiner {
             let (rule, infos, counts) = (&state.rule, &state.key_info, &mut self.counts);
             state.pairing.complete(seq, &mut |key, p| emit(rule, &infos[key], p, counts, out));
         }
+    }
+
+    /// Held records dropped by the rules' horizons, since the start.
+    pub fn expired_records(&self) -> u64 {
+        self.rules.iter().map(|r| r.pairing.expired_records).sum()
     }
 
     /// Records held over all rules.
@@ -308,6 +333,9 @@ fn emit(rule: &JoinRule, info: &KeyInfo, p: crate::engine::PairRef<'_, Partner>,
     if p.early {
         counts.early += 1;
     }
+    if p.expired {
+        counts.expired_pairs += 1;
+    }
     let time = rule.pair_time(p.left_time, p.right_time);
     out(Event::Joined(Joined {
         rule: &rule.name,
@@ -321,5 +349,6 @@ fn emit(rule: &JoinRule, info: &KeyInfo, p: crate::engine::PairRef<'_, Partner>,
         right: p.right,
         trigger: p.trigger,
         early: p.early,
+        expired: p.expired,
     }));
 }

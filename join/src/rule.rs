@@ -16,6 +16,11 @@ use crate::expr::{Expr, ExprError};
 pub const DURATION_PATTERN: &str =
     r"^\s*([0-9]+\s*(nsec|ns|usec|us|µs|msec|ms|seconds|second|sec|s|minutes|minute|min|m|hours|hour|hr|h|days|day|d|weeks|week|w|months|month|M|years|year|y)\s*)+$";
 
+/// `stateHorizon` when a rule names none: a machine quiet for longer (a
+/// dead sensor, a weekend) costs at most an hour of its other side's records,
+/// and no pair spans more than an hour.
+pub const DEFAULT_STATE_HORIZON: Duration = Duration::from_secs(3600);
+
 /// Which of two paired records' times the joined record carries.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
@@ -65,6 +70,14 @@ pub struct JoinRuleConfig {
     #[serde(default, skip_serializing_if = "Option::is_none", with = "humantime_serde")]
     #[schemars(with = "Option<String>", regex(pattern = DURATION_PATTERN))]
     pub reorder_window: Option<Duration>,
+    /// How far behind its key's newest record (either side) a record is
+    /// still held or accepted; also the longest a pair may span. Bounds the
+    /// state of a machine whose other side is quiet. Older records expire
+    /// (with their earlier pair); older arrivals are dead-lettered as
+    /// `beyond_horizon`. Default: 1h.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "humantime_serde")]
+    #[schemars(with = "Option<String>", regex(pattern = DURATION_PATTERN))]
+    pub state_horizon: Option<Duration>,
 }
 
 
@@ -159,6 +172,9 @@ impl JoinRule {
             None => format!("{}_{}", config.name, (1..=left.groups()).map(|g| format!("${g}")).collect::<Vec<_>>().join("_")),
         };
         let output = parse_template(&template, left.groups()).map_err(|m| field("output", m))?;
+        if config.state_horizon.is_some_and(|h| h.is_zero()) {
+            return Err(field("stateHorizon", "must be longer than 0 (it is how long a record may wait for its partner)".into()));
+        }
         let expression = Expr::parse(config.expression.as_deref().unwrap_or("left*right"))
             .map_err(|source| RuleError::Expression { index, name: config.name.clone(), source })?;
         Ok(Self {
@@ -172,6 +188,7 @@ impl JoinRule {
                 max_delta: config.max_delta.map(nanos),
                 max_latency: config.max_latency.map(nanos),
                 reorder_window: config.reorder_window.map(nanos),
+                horizon: Some(nanos(config.state_horizon.unwrap_or(DEFAULT_STATE_HORIZON))),
             },
         })
     }
@@ -251,6 +268,7 @@ mod tests {
             max_delta: None,
             max_latency: None,
             reorder_window: None,
+            state_horizon: None,
         }
     }
 
@@ -296,5 +314,17 @@ mod tests {
             c.time = policy;
             assert_eq!(JoinRule::compile(0, &c).unwrap().pair_time(10, 20), want);
         }
+    }
+
+    #[test]
+    fn the_state_horizon_defaults_to_an_hour_and_must_be_positive() {
+        let mut c = config("a", "b");
+        c.output = None;
+        assert_eq!(JoinRule::compile(0, &c).unwrap().pairing.horizon, Some(3_600_000_000_000));
+        c.state_horizon = Some(Duration::from_secs(90));
+        assert_eq!(JoinRule::compile(0, &c).unwrap().pairing.horizon, Some(90_000_000_000));
+        c.state_horizon = Some(Duration::ZERO);
+        let e = JoinRule::compile(2, &c).unwrap_err().to_string();
+        assert!(e.starts_with("joins[2] (power).stateHorizon: must be longer than 0"), "{e}");
     }
 }

@@ -2,6 +2,8 @@
 //! join spec: the same pair set for every interleaving, no pair twice,
 //! bounded state, and rebuilding from the oldest retained record.
 
+mod replay;
+
 use std::collections::BTreeSet;
 
 use millrace_join::engine::{KeyState, Pairing, PairingOptions, Side, Time};
@@ -128,44 +130,20 @@ proptest! {
         }
     }
 
+    /// With every option that changes what is held or emitted when
+    /// (`maxDelta`, `maxLatency`).
     #[test]
     fn rebuilding_from_the_oldest_retained_record_changes_nothing(
         l in sorted_series(25),
         r in sorted_series(25),
         choices in prop::collection::vec(any::<bool>(), 50),
         cut_at in 0usize..50,
+        max_delta in prop_oneof![Just(None), (0i64..10).prop_map(Some)],
+        max_latency in prop_oneof![Just(None), (0i64..15).prop_map(Some)],
     ) {
-        let options = PairingOptions::default();
+        let options = PairingOptions { max_delta, max_latency, ..Default::default() };
         let order = interleave(&l, &r, &choices);
-        let cut = cut_at.min(order.len());
-        let time = |(s, i): (Side, usize)| if s == Side::Left { l[i] } else { r[i] };
-
-        // Uninterrupted.
-        let mut whole: KeyState<(Side, usize)> = KeyState::default();
-        let mut all = Vec::new();
-        let mut replay_from = cut as u64;
-        for (seq, &(side, i)) in order.iter().enumerate() {
-            if seq == cut {
-                replay_from = whole.min_seq().unwrap_or(seq as u64);
-            }
-            whole.push(side, time((side, i)), seq as u64, (side, i), &options, &mut |p| all.push((p.left.1, p.right.1, p.trigger))).unwrap();
-        }
-
-        // Crash at `cut`: what was emitted before it stays emitted; a new
-        // engine replays from the oldest record it still needed and
-        // suppresses pairs triggered before the cut.
-        let mut emitted: Vec<(usize, usize)> = all.iter().filter(|p| (p.2 as usize) < cut).map(|p| (p.0, p.1)).collect();
-        let mut rebuilt: KeyState<(Side, usize)> = KeyState::default();
-        for (seq, &(side, i)) in order.iter().enumerate().skip(replay_from as usize) {
-            rebuilt.push(side, time((side, i)), seq as u64, (side, i), &options, &mut |p| {
-                if p.trigger as usize >= cut {
-                    emitted.push((p.left.1, p.right.1));
-                }
-            }).unwrap();
-        }
-        let mut want: Vec<(usize, usize)> = all.iter().map(|p| (p.0, p.1)).collect();
-        want.sort();
-        emitted.sort();
+        let (emitted, want) = replay::across_a_crash(&l, &r, &order, &options, cut_at.min(order.len()));
         prop_assert_eq!(emitted, want);
     }
 

@@ -3,6 +3,9 @@
 
 use serde::{Deserialize, Serialize};
 
+use millrace_join::engine::LateWhy;
+use millrace_join::joiner::Rejected;
+
 /// Why an input could not be used. The `as_str` names are the metric label
 /// values and the `reason` field of the dead-letter envelope.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -24,10 +27,12 @@ pub enum Reason {
     BadTimestamp,
     /// A record older than its side's last accepted one (join stage).
     Late,
+    /// A record older than its key's newest minus the rule's stateHorizon.
+    BeyondHorizon,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 8] = [
+    pub const ALL: [Reason; 9] = [
         Reason::MalformedJson,
         Reason::NotAnObject,
         Reason::MissingField,
@@ -36,6 +41,7 @@ impl Reason {
         Reason::Oversized,
         Reason::BadTimestamp,
         Reason::Late,
+        Reason::BeyondHorizon,
     ];
 
     pub fn as_str(&self) -> &'static str {
@@ -48,6 +54,19 @@ impl Reason {
             Reason::Oversized => "oversized",
             Reason::BadTimestamp => "bad_timestamp",
             Reason::Late => "late",
+            Reason::BeyondHorizon => "beyond_horizon",
+        }
+    }
+}
+
+impl From<&Rejected> for Reason {
+    fn from(why: &Rejected) -> Self {
+        match why {
+            Rejected::Late { late, .. } => match late.why {
+                LateWhy::OwnSide => Reason::Late,
+                LateWhy::BeyondHorizon { .. } => Reason::BeyondHorizon,
+            },
+            Rejected::NotANumber { .. } => Reason::NonFiniteValue,
         }
     }
 }

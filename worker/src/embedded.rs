@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use millrace_config::{ExportStream, PipelineConfig};
-use millrace_join::joiner::{Event, Input, Joiner, Rejected};
+use millrace_join::joiner::{Event, Input, Joiner};
 use millrace_join::record::NarrowRecord;
 
 use crate::dead_letter::{DeadLetter, DeadLetterSink, Reason};
@@ -89,23 +89,28 @@ async fn join_stage(
                 continue; // ingest only forwards records with readable times
             };
             let input = Input { thing: &r.thing, quantity: &r.quantity, time, time_raw: &raw, result: r.result, seq };
+            let expired_before = joiner.expired_records();
             joiner.push(&input, &mut |event| match event {
-                Event::Joined(j) if export_joined => out.push(NarrowRecord {
-                    thing: j.thing.to_string(),
-                    quantity: j.quantity.to_string(),
-                    phenomenon_time: serde_json::to_value(&j.time_value).unwrap_or_default(),
-                    result: j.result,
-                }),
-                Event::Joined(_) => {}
+                Event::Joined(j) => {
+                    if j.expired {
+                        health.metrics.join_expired_pairs.inc();
+                    }
+                    if export_joined {
+                        out.push(NarrowRecord {
+                            thing: j.thing.to_string(),
+                            quantity: j.quantity.to_string(),
+                            phenomenon_time: serde_json::to_value(&j.time_value).unwrap_or_default(),
+                            result: j.result,
+                        });
+                    }
+                }
                 Event::Rejected(why) => rejected.push((why, serde_json::to_vec(r).unwrap_or_default())),
             });
+            health.metrics.join_expired_records.inc_by(joiner.expired_records() - expired_before);
         }
         metrics.record_out(out.len() as u64);
         for (why, bytes) in rejected {
-            let reason = match why {
-                Rejected::Late { .. } => Reason::Late,
-                Rejected::NotANumber { .. } => Reason::NonFiniteValue,
-            };
+            let reason = Reason::from(&why);
             metrics.dead_letter(&reason);
             if let Err(e) = dead_letters.send(&DeadLetter::new(reason, why.to_string(), "join", &bytes)).await.await {
                 tracing::error!(error = %e, "cannot store a dead letter");

@@ -120,6 +120,10 @@ struct JoinFileArgs {
     /// Drop pairs further apart than this (e.g. 500ms, 2s).
     #[arg(long, value_parser = humantime::parse_duration)]
     max_delta: Option<std::time::Duration>,
+    /// How far behind its machine's newest record a record is still held or
+    /// accepted, and the longest a pair may span (e.g. 30m, 1h; default 1h).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    state_horizon: Option<std::time::Duration>,
     /// Time of a joined record: mean, earlier or later of its partners.
     #[arg(long, value_enum, default_value = "mean")]
     time: TimeArg,
@@ -336,6 +340,7 @@ fn join_file(args: JoinFileArgs) -> anyhow::Result<()> {
             max_delta: args.max_delta,
             max_latency: None,
             reorder_window: None,
+            state_horizon: args.state_horizon,
         },
         _ => anyhow::bail!("give the rule with --config FILE, or with --left and --right"),
     };
@@ -381,13 +386,16 @@ fn join_file(args: JoinFileArgs) -> anyhow::Result<()> {
     if std::io::stderr().is_terminal() || args.rejects.is_some() {
         let secs = started.elapsed().as_secs_f64();
         eprintln!(
-            "{} records in {secs:.1} s ({:.0} records/s): {} joined, {} late, {} unreadable, {} not a number",
+            "{} records in {secs:.1} s ({:.0} records/s): {} joined, {} late, {} beyond the horizon, {} unreadable, {} not a number; {} held records expired ({} pairs emitted on expiry)",
             summary.lines,
             summary.lines as f64 / secs.max(1e-9),
             summary.joined,
             summary.late,
+            summary.beyond_horizon,
             summary.unreadable,
-            summary.not_a_number
+            summary.not_a_number,
+            summary.expired_records,
+            summary.expired_pairs
         );
     }
     Ok(())

@@ -40,6 +40,10 @@ pub struct Metrics {
     pub transaction_seconds: Histogram,
     /// Join stage: records held per partition.
     pub join_state_records: Family<PartitionLabel, Gauge>,
+    /// Join: held records dropped by a rule's horizon.
+    pub join_expired_records: Counter,
+    /// Join: pairs emitted when their record expired (without its `next`).
+    pub join_expired_pairs: Counter,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -68,7 +72,23 @@ impl Default for Metrics {
         registry.register("errors", "Errors a stage retried or survived, by kind", errors.clone());
         registry.register("join_transaction_seconds", "Duration of the join stage's committed transactions", transaction_seconds.clone());
         registry.register("join_state_records", "Records the join holds, per partition", join_state_records.clone());
-        Self { registry, records_in, records_out, dead_letters, batch_size, lag, errors, transaction_seconds, join_state_records }
+        let join_expired_records = Counter::default();
+        let join_expired_pairs = Counter::default();
+        registry.register("join_expired_records", "Held records the join dropped beyond a rule's stateHorizon", join_expired_records.clone());
+        registry.register("join_expired_pairs", "Pairs emitted when their record expired beyond the stateHorizon, without its next", join_expired_pairs.clone());
+        Self {
+            registry,
+            records_in,
+            records_out,
+            dead_letters,
+            batch_size,
+            lag,
+            errors,
+            transaction_seconds,
+            join_state_records,
+            join_expired_records,
+            join_expired_pairs,
+        }
     }
 }
 

@@ -16,7 +16,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::{ClientConfig, Message};
 use serde_json::{json, Value};
-use spec_pairs::{brute_force, pair_of, Pair};
+use spec_pairs::{DEFAULT_HORIZON_MS, brute_force, pair_of, Pair};
 
 const WORKER: &str = env!("CARGO_BIN_EXE_millrace-worker");
 
@@ -304,7 +304,7 @@ fn check(pairs: Vec<Pair>, want: &BTreeSet<Pair>) {
 }
 
 fn spec(records: &[Value]) -> BTreeSet<Pair> {
-    brute_force(records, &regex::Regex::new(r"^actSpeed_(C\d+)$").unwrap(), &regex::Regex::new(r"^vaTorque_(C\d+)$").unwrap(), false)
+    brute_force(records, &regex::Regex::new(r"^actSpeed_(C\d+)$").unwrap(), &regex::Regex::new(r"^vaTorque_(C\d+)$").unwrap(), false, Some(DEFAULT_HORIZON_MS))
 }
 
 #[test]

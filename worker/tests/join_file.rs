@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use std::process::Command;
 
 use serde_json::Value;
-use spec_pairs::{brute_force, pair_of, Pair};
+use spec_pairs::{brute_force, pair_of, Pair, DEFAULT_HORIZON_MS};
 
 const NARROW: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/narrow-events.jsonl");
 
@@ -25,11 +25,20 @@ fn join_file(extra: &[&str]) -> (Vec<Value>, String) {
     (lines, String::from_utf8(out.stderr).unwrap())
 }
 
-fn check(complete: bool) {
+/// `horizon`: the `--state-horizon` given (None: the default) and the same in ms.
+fn check(complete: bool, horizon: Option<(&str, i64)>) {
     let records: Vec<Value> =
         std::fs::read_to_string(NARROW).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    let want = brute_force(&records, &regex::Regex::new(r"^actSpeed_(C\d+)$").unwrap(), &regex::Regex::new(r"^vaTorque_(C\d+)$").unwrap(), complete);
-    let (joined, rejects) = join_file(if complete { &["--complete"] } else { &[] });
+    let horizon_ms = horizon.map_or(DEFAULT_HORIZON_MS, |h| h.1);
+    let want = brute_force(&records, &regex::Regex::new(r"^actSpeed_(C\d+)$").unwrap(), &regex::Regex::new(r"^vaTorque_(C\d+)$").unwrap(), complete, Some(horizon_ms));
+    let mut args = Vec::new();
+    if complete {
+        args.push("--complete");
+    }
+    if let Some((h, _)) = horizon {
+        args.extend(["--state-horizon", h]);
+    }
+    let (joined, rejects) = join_file(&args);
     assert!(rejects.is_empty(), "nothing in this file is late or unreadable: {rejects}");
     let got: Vec<Pair> = joined.iter().map(pair_of).collect();
     let set: BTreeSet<Pair> = got.iter().cloned().collect();
@@ -46,12 +55,21 @@ fn check(complete: bool) {
 
 #[test]
 fn the_machine_data_joins_to_exactly_the_spec_pairs() {
-    check(false);
+    check(false, None);
 }
 
 #[test]
 fn with_complete_the_waiting_pairs_come_too() {
-    check(true);
+    check(true, None);
+}
+
+/// The recorded machine has quiet stretches far longer than these horizons:
+/// each gives a different pair set, and each is the spec's.
+#[test]
+fn each_state_horizon_gives_the_spec_pairs_of_that_horizon() {
+    check(false, Some(("10s", 10_000)));
+    check(true, Some(("2m", 120_000)));
+    check(false, Some(("100days", 8_640_000_000)));
 }
 
 #[test]
@@ -76,5 +94,8 @@ fn the_summary_counts_what_was_read_and_joined() {
     let summary = err.lines().last().unwrap_or_default();
     let (head, counts) = summary.split_once("): ").unwrap_or_else(|| panic!("no summary: {err}"));
     assert!(head.starts_with(&format!("{records} records in ")) && head.contains(" s (") && head.ends_with(" records/s"), "{summary}");
-    assert_eq!(counts, format!("{} joined, 0 late, 0 unreadable, 0 not a number", joined.len()), "{summary}");
+    let (counts, expiry) = counts.split_once("; ").unwrap_or_else(|| panic!("no expiry counts: {summary}"));
+    assert_eq!(counts, format!("{} joined, 0 late, 0 beyond the horizon, 0 unreadable, 0 not a number", joined.len()), "{summary}");
+    let numbers: Vec<u64> = expiry.split(|c: char| !c.is_ascii_digit()).filter_map(|n| n.parse().ok()).collect();
+    assert_eq!(expiry, format!("{} held records expired ({} pairs emitted on expiry)", numbers[0], numbers[1]), "{summary}");
 }

@@ -9,6 +9,7 @@ use std::io::{BufRead, Write};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+use millrace_join::engine::LateWhy;
 use millrace_join::joiner::{Event, Input, Joiner};
 use millrace_join::record::parse_timestamp_str;
 
@@ -29,6 +30,12 @@ pub struct Summary {
     pub lines: u64,
     pub joined: u64,
     pub late: u64,
+    /// Arrived older than its key's newest record minus the rule's horizon.
+    pub beyond_horizon: u64,
+    /// Pairs emitted when their record expired beyond the horizon.
+    pub expired_pairs: u64,
+    /// Held records dropped by the horizon.
+    pub expired_records: u64,
     pub unreadable: u64,
     pub not_a_number: u64,
 }
@@ -105,6 +112,7 @@ pub fn run(
     }
     on_progress(bytes_read);
     output.flush()?;
+    summary.expired_records = joiner.expired_records();
     Ok(summary)
 }
 
@@ -120,6 +128,7 @@ fn write_event(
     let result = match event {
         Event::Joined(j) => {
             summary.joined += 1;
+            summary.expired_pairs += u64::from(j.expired);
             buf.clear();
             j.write_json(buf);
             buf.push(b'\n');
@@ -127,7 +136,10 @@ fn write_event(
         }
         Event::Rejected(r) => {
             match r {
-                millrace_join::joiner::Rejected::Late { .. } => summary.late += 1,
+                millrace_join::joiner::Rejected::Late { late, .. } => match late.why {
+                    LateWhy::OwnSide => summary.late += 1,
+                    LateWhy::BeyondHorizon { .. } => summary.beyond_horizon += 1,
+                },
                 millrace_join::joiner::Rejected::NotANumber { .. } => summary.not_a_number += 1,
             }
             writeln!(rejects, "line {line}: {r}")
@@ -159,6 +171,7 @@ mod tests {
             max_delta: None,
             max_latency: None,
             reorder_window: None,
+            state_horizon: None,
         }])
         .unwrap()
     }
@@ -186,6 +199,6 @@ not json
         let rejects = String::from_utf8(rejects).unwrap();
         assert!(rejects.contains("line 4: late for rule power"), "{rejects}");
         assert!(rejects.contains("line 5: unreadable"), "{rejects}");
-        assert_eq!(summary, Summary { lines: 6, joined: 2, late: 1, unreadable: 1, not_a_number: 0 });
+        assert_eq!(summary, Summary { lines: 6, joined: 2, late: 1, unreadable: 1, ..Default::default() });
     }
 }

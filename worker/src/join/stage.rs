@@ -243,9 +243,13 @@ pub fn run(kafka: &KafkaConfig, rules: &[JoinRuleConfig], health: Arc<Health>, s
                     };
                     let mut late = false;
                     let mut sends: Vec<(Vec<u8>, String, bool)> = Vec::new();
+                    let expired_before = state.joiner.expired_records();
                     state.joiner.push(&input, &mut |event| match event {
                         Event::Joined(j) => {
                             if (j.trigger as i64) >= state.suppress_before {
+                                if j.expired {
+                                    health.metrics.join_expired_pairs.inc();
+                                }
                                 out.clear();
                                 j.write_json(&mut out);
                                 sends.push((out.clone(), j.thing.to_string(), true));
@@ -254,10 +258,7 @@ pub fn run(kafka: &KafkaConfig, rules: &[JoinRuleConfig], health: Arc<Health>, s
                         Event::Rejected(why) => {
                             late |= matches!(why, Rejected::Late { .. });
                             if !replaying {
-                                let reason = match why {
-                                    Rejected::Late { .. } => Reason::Late,
-                                    Rejected::NotANumber { .. } => Reason::NonFiniteValue,
-                                };
+                                let reason = Reason::from(&why);
                                 metrics.dead_letter(&reason);
                                 let letter = DeadLetter::new(reason, why.to_string(), source.clone(), payload);
                                 sends.push((letter.to_json().into_bytes(), source.clone(), false));
@@ -266,6 +267,9 @@ pub fn run(kafka: &KafkaConfig, rules: &[JoinRuleConfig], health: Arc<Health>, s
                     });
                     if late {
                         state.late.push(offset);
+                    }
+                    if !replaying {
+                        health.metrics.join_expired_records.inc_by(state.joiner.expired_records() - expired_before);
                     }
                     for (value, key, joined) in sends {
                         let topic = if joined { joined_topic } else { dead_topic };
