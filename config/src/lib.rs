@@ -126,6 +126,14 @@ pub struct KafkaConfig {
     /// that are not secret).
     #[serde(default)]
     pub properties: BTreeMap<String, String>,
+    /// After a restart or rebalance, the join stage re-reads at most this
+    /// many raw records per partition; records it still holds from before
+    /// are kept in the `joinState` topic instead, so that a quiet machine
+    /// never holds the committed offset back and nothing depends on the raw
+    /// topic's retention.
+    #[serde(default = "default_replay_limit")]
+    #[schemars(range(min = 1))]
+    pub replay_limit: u64,
 }
 
 /// The three topics of a pipeline.
@@ -141,6 +149,26 @@ pub struct Topics {
     /// Records that could not be processed, with the reason.
     #[serde(default = "default_dead_letter_topic")]
     pub dead_letter: TopicSpec,
+    /// The join stage's held records older than its replay limit
+    /// (compacted; as many partitions as `raw`).
+    #[serde(default = "default_join_state_topic")]
+    pub join_state: StateTopicSpec,
+}
+
+/// The join stage's state topic: its partitions follow the raw topic's, and
+/// it is always compacted.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct StateTopicSpec {
+    /// Topic name.
+    pub name: String,
+    /// Replication factor.
+    #[serde(default = "default_replication")]
+    #[schemars(range(min = 1))]
+    pub replication_factor: i32,
+    /// Topic configs besides `cleanup.policy=compact`.
+    #[serde(default)]
+    pub config: BTreeMap<String, String>,
 }
 
 /// One Kafka topic.
@@ -291,7 +319,8 @@ impl PipelineConfig {
             check_url(&influxdb.url, &["http", "https"]).map_err(|m| invalid("influxdb.url", &m))?;
         }
         if let Some(kafka) = &self.kafka {
-            let topics = [("raw", &kafka.topics.raw), ("joined", &kafka.topics.joined), ("deadLetter", &kafka.topics.dead_letter)];
+            let join_state = kafka.topics.join_state_spec();
+            let topics = [("raw", &kafka.topics.raw), ("joined", &kafka.topics.joined), ("deadLetter", &kafka.topics.dead_letter), ("joinState", &join_state)];
             for (i, (field, topic)) in topics.iter().enumerate() {
                 check_topic_name(&topic.name).map_err(|m| invalid(&format!("kafka.topics.{field}.name"), &m))?;
                 if topic.partitions < 1 {
@@ -300,7 +329,7 @@ impl PipelineConfig {
                 if let Some((other, _)) = topics[..i].iter().find(|(_, t)| t.name == topic.name) {
                     return Err(invalid(
                         &format!("kafka.topics.{field}.name"),
-                        &format!("{:?} is also the {other} topic; the raw, joined and dead-letter topics must be distinct", topic.name),
+                        &format!("{:?} is also the {other} topic; the raw, joined, dead-letter and join state topics must be distinct", topic.name),
                     ));
                 }
             }
@@ -398,7 +427,27 @@ impl Default for PayloadFormat {
 
 impl Default for Topics {
     fn default() -> Self {
-        Self { raw: default_raw_topic(), joined: default_joined_topic(), dead_letter: default_dead_letter_topic() }
+        Self {
+            raw: default_raw_topic(),
+            joined: default_joined_topic(),
+            dead_letter: default_dead_letter_topic(),
+            join_state: default_join_state_topic(),
+        }
+    }
+}
+
+impl Topics {
+    /// The join state topic as created: the raw topic's partitions (state
+    /// partition p holds what raw partition p's join holds) and compacted.
+    pub fn join_state_spec(&self) -> TopicSpec {
+        let mut config = self.join_state.config.clone();
+        config.insert("cleanup.policy".into(), "compact".into());
+        TopicSpec {
+            name: self.join_state.name.clone(),
+            partitions: self.raw.partitions,
+            replication_factor: self.join_state.replication_factor,
+            config,
+        }
     }
 }
 
@@ -433,6 +482,10 @@ fn default_transaction_interval() -> Duration { Duration::from_millis(100) }
 fn default_raw_topic() -> TopicSpec { TopicSpec::named("millrace.raw") }
 fn default_joined_topic() -> TopicSpec { TopicSpec::named("millrace.joined") }
 fn default_dead_letter_topic() -> TopicSpec { TopicSpec::named("millrace.dead-letter") }
+fn default_join_state_topic() -> StateTopicSpec {
+    StateTopicSpec { name: "millrace.join-state".into(), replication_factor: default_replication(), config: BTreeMap::new() }
+}
+fn default_replay_limit() -> u64 { 100_000 }
 fn default_partitions() -> i32 { 6 }
 fn default_replication() -> i32 { 1 }
 fn default_database() -> String { "millrace".into() }

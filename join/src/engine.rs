@@ -361,6 +361,13 @@ impl<P> KeyState<P> {
         self.sides.iter().flat_map(|s| s.recs.iter().map(|r| r.t))
     }
 
+    /// The records held, both sides: (side, time, seq, payload).
+    pub fn held(&self) -> impl Iterator<Item = (Side, Time, u64, &P)> + '_ {
+        [Side::Left, Side::Right]
+            .into_iter()
+            .flat_map(move |side| self.sides[side.index()].recs.iter().map(move |r| (side, r.t, r.seq, &r.payload)))
+    }
+
     /// Smallest `seq` of a record still held.
     pub fn min_seq(&self) -> Option<u64> {
         self.sides.iter().flat_map(|s| s.recs.iter().map(|r| r.seq)).min()

@@ -162,6 +162,27 @@ proptest! {
         let (emitted, want) = replay::across_a_crash(&l, &r, &order, &options, cut_at.min(order.len()));
         prop_assert_eq!(emitted, want);
     }
+    /// The join stage's bounded replay: a crash re-reads at most `limit`
+    /// records; what it held from before comes back from the state copy.
+    /// With `maxLatency` W, in orders where no side lags by more than W (its
+    /// own determinism bound). Beyond it, a record whose `prev` pair went out
+    /// early can be replayed without the partner of that early pair, and get
+    /// a second `prev` pair.
+    #[test]
+    fn a_bounded_replay_with_the_held_records_restored_changes_nothing(
+        l in series(),
+        r in series(),
+        choices in prop::collection::vec(any::<bool>(), 80),
+        (horizon, max_delta) in options(),
+        max_latency in prop_oneof![Just(None), (0i64..15).prop_map(Some)],
+        cut_at in 0usize..80,
+        limit in 0usize..10,
+    ) {
+        let options = PairingOptions { horizon: Some(horizon), max_delta, max_latency, ..Default::default() };
+        let order = interleave(&l, &r, &choices, max_latency.map_or(horizon, |w| w.min(horizon)));
+        let (emitted, want) = replay::across_a_crash_with_a_state_copy(&l, &r, &order, &options, cut_at.min(order.len()), limit);
+        prop_assert_eq!(emitted, want);
+    }
 }
 
 /// The spec section's own case at scale: speed without torque holds at most
