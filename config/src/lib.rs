@@ -150,9 +150,10 @@ pub struct Topics {
     #[serde(default = "default_dead_letter_topic")]
     pub dead_letter: TopicSpec,
     /// The join stage's held records older than its replay limit
-    /// (compacted; as many partitions as `raw`).
-    #[serde(default = "default_join_state_topic")]
-    pub join_state: StateTopicSpec,
+    /// (compacted; as many partitions as `raw`). Default: the raw topic's
+    /// name with `.join-state` appended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub join_state: Option<StateTopicSpec>,
 }
 
 /// The join stage's state topic: its partitions follow the raw topic's, and
@@ -431,7 +432,7 @@ impl Default for Topics {
             raw: default_raw_topic(),
             joined: default_joined_topic(),
             dead_letter: default_dead_letter_topic(),
-            join_state: default_join_state_topic(),
+            join_state: None,
         }
     }
 }
@@ -440,14 +441,12 @@ impl Topics {
     /// The join state topic as created: the raw topic's partitions (state
     /// partition p holds what raw partition p's join holds) and compacted.
     pub fn join_state_spec(&self) -> TopicSpec {
-        let mut config = self.join_state.config.clone();
+        let (name, replication_factor, mut config) = match &self.join_state {
+            Some(s) => (s.name.clone(), s.replication_factor, s.config.clone()),
+            None => (format!("{}.join-state", self.raw.name), self.raw.replication_factor, BTreeMap::new()),
+        };
         config.insert("cleanup.policy".into(), "compact".into());
-        TopicSpec {
-            name: self.join_state.name.clone(),
-            partitions: self.raw.partitions,
-            replication_factor: self.join_state.replication_factor,
-            config,
-        }
+        TopicSpec { name, partitions: self.raw.partitions, replication_factor, config }
     }
 }
 
@@ -482,9 +481,6 @@ fn default_transaction_interval() -> Duration { Duration::from_millis(100) }
 fn default_raw_topic() -> TopicSpec { TopicSpec::named("millrace.raw") }
 fn default_joined_topic() -> TopicSpec { TopicSpec::named("millrace.joined") }
 fn default_dead_letter_topic() -> TopicSpec { TopicSpec::named("millrace.dead-letter") }
-fn default_join_state_topic() -> StateTopicSpec {
-    StateTopicSpec { name: "millrace.join-state".into(), replication_factor: default_replication(), config: BTreeMap::new() }
-}
 fn default_replay_limit() -> u64 { 100_000 }
 fn default_partitions() -> i32 { 6 }
 fn default_replication() -> i32 { 1 }
@@ -574,6 +570,26 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.starts_with("kafka.topics.deadLetter.name: "), "{e}");
+        let e = PipelineConfig::from_yaml("kafka: {bootstrapServers: k, topics: {joinState: {name: millrace.raw}}}\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("kafka.topics.joinState.name: \"millrace.raw\" is also the raw topic"), "{e}");
+    }
+
+    #[test]
+    fn the_join_state_topic_follows_the_raw_topic() {
+        let c = PipelineConfig::from_yaml("kafka: {bootstrapServers: k, topics: {raw: {name: plant.raw, partitions: 12, replicationFactor: 3}}}\n").unwrap();
+        let state = c.kafka.unwrap().topics.join_state_spec();
+        assert_eq!((state.name.as_str(), state.partitions, state.replication_factor), ("plant.raw.join-state", 12, 3));
+        assert_eq!(state.config["cleanup.policy"], "compact");
+        let c = PipelineConfig::from_yaml(
+            "kafka: {bootstrapServers: k, topics: {raw: {name: r, partitions: 4}, joinState: {name: s, config: {cleanup.policy: delete, segment.ms: '60000'}}}}\n",
+        )
+        .unwrap();
+        let state = c.kafka.unwrap().topics.join_state_spec();
+        assert_eq!((state.name.as_str(), state.partitions), ("s", 4));
+        assert_eq!(state.config["cleanup.policy"], "compact", "always compacted");
+        assert_eq!(state.config["segment.ms"], "60000");
     }
 
     #[test]

@@ -493,6 +493,29 @@ impl<P> Pairing<P> {
         }
     }
 
+    /// Every record held that arrived before `below`, reorder buffers
+    /// included: (key, seq, payload). Without a reorder window each side of
+    /// a key holds its records in arrival order, so only those and the first
+    /// after them are read.
+    pub fn held_before(&self, below: u64) -> impl Iterator<Item = (usize, u64, &P)> + '_ {
+        let in_arrival_order = self.options.reorder_window.is_none();
+        let keyed = self.keys.iter().enumerate().flat_map(move |(k, state)| {
+            state.sides.iter().flat_map(move |side| {
+                side.recs
+                    .iter()
+                    .take_while(move |r| !in_arrival_order || r.seq < below)
+                    .filter(move |r| r.seq < below)
+                    .map(move |r| (k, r.seq, &r.payload))
+            })
+        });
+        let waiting = self
+            .buffers
+            .iter()
+            .enumerate()
+            .flat_map(move |(k, sides)| sides.iter().flat_map(move |b| b.waiting.iter().filter(move |((_, seq), _)| *seq < below).map(move |((_, seq), p)| (k, *seq, p))));
+        keyed.chain(waiting)
+    }
+
     /// Records held over all keys (reorder buffers included).
     pub fn retained(&self) -> usize {
         self.keys.iter().map(KeyState::len).sum::<usize>()

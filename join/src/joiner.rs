@@ -119,6 +119,36 @@ impl Joined<'_> {
     }
 }
 
+/// A record the join holds, as [`Joiner::held_before`] hands it out.
+pub struct HeldRecord {
+    thing: Arc<str>,
+    quantity: Arc<QuantityName>,
+    time_raw: Box<RawValue>,
+    result: f64,
+    /// The rules holding it.
+    pub rules: Vec<String>,
+}
+
+impl HeldRecord {
+    /// `{"thing","quantity","phenomenonTime","result","rules":[..]}`: the
+    /// narrow record as read, and the rules to give it back to.
+    pub fn to_json(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(160);
+        out.extend_from_slice(b"{\"thing\":");
+        serde_json::to_writer(&mut out, &*self.thing).expect("writing to a Vec cannot fail");
+        out.extend_from_slice(b",\"quantity\":");
+        out.extend_from_slice(self.quantity.json.as_bytes());
+        out.extend_from_slice(b",\"phenomenonTime\":");
+        out.extend_from_slice(self.time_raw.get().as_bytes());
+        out.extend_from_slice(b",\"result\":");
+        write_f64(&mut out, self.result);
+        out.extend_from_slice(b",\"rules\":");
+        serde_json::to_writer(&mut out, &self.rules).expect("writing to a Vec cannot fail");
+        out.push(b'}');
+        out
+    }
+}
+
 /// What the join reports besides joined records.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Rejected {
@@ -263,6 +293,16 @@ impl Joiner {
 
     /// Feeds one record; `out` receives what it made certain.
     pub fn push(&mut self, input: &Input<'_>, out: &mut impl FnMut(Event<'_>)) {
+        self.push_to(input, |_| true, out);
+    }
+
+    /// Feeds a record restored from a copy of the state ([`Joiner::held_before`])
+    /// to the rules that held it, by name, and to no other.
+    pub fn restore(&mut self, input: &Input<'_>, rules: &[String], out: &mut impl FnMut(Event<'_>)) {
+        self.push_to(input, |rule| rules.iter().any(|r| r == rule), out);
+    }
+
+    fn push_to(&mut self, input: &Input<'_>, wanted: impl Fn(&str) -> bool, out: &mut impl FnMut(Event<'_>)) {
         self.counts.records += 1;
         let (quantity, routes) = self.routes(input.quantity);
         if routes.is_empty() {
@@ -271,6 +311,9 @@ impl Joiner {
         let (thing_id, thing) = self.thing(input.thing);
         for route in routes.iter() {
             let state = &mut self.rules[route.rule as usize];
+            if !wanted(&state.rule.name) {
+                continue;
+            }
             let next_key = state.key_info.len() as u32;
             let key = *state.keys.entry((thing_id, route.groups)).or_insert(next_key);
             if key == next_key {
@@ -304,6 +347,28 @@ impl Joiner {
             let (rule, infos, counts) = (&state.rule, &state.key_info, &mut self.counts);
             state.pairing.complete(seq, &mut |key, p| emit(rule, &infos[key], p, counts, out));
         }
+    }
+
+    /// The records held that arrived before `seq`, each once (by seq) with
+    /// the names of the rules holding it: what a replay that starts at `seq`
+    /// must be given back first.
+    pub fn held_before(&self, seq: u64) -> std::collections::BTreeMap<u64, HeldRecord> {
+        let mut held: std::collections::BTreeMap<u64, HeldRecord> = std::collections::BTreeMap::new();
+        for state in &self.rules {
+            for (key, s, partner) in state.pairing.held_before(seq) {
+                let record = held.entry(s).or_insert_with(|| HeldRecord {
+                    thing: state.key_info[key].thing.clone(),
+                    quantity: partner.quantity.clone(),
+                    time_raw: partner.time_raw.clone(),
+                    result: partner.result,
+                    rules: Vec::new(),
+                });
+                if !record.rules.contains(&state.rule.name) {
+                    record.rules.push(state.rule.name.clone());
+                }
+            }
+        }
+        held
     }
 
     /// Held records dropped by the rules' horizons, since the start.

@@ -209,7 +209,7 @@ pub struct StreamPipelineStatus {
     /// Ready worker replicas over wanted ones, e.g. `3/3`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stages: Option<String>,
-    /// The topics in one line, e.g. `3/3 ready`.
+    /// The topics in one line, e.g. `4/4 ready`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub topics_summary: Option<String>,
     /// The Kafka topics as found in the broker.

@@ -240,7 +240,7 @@ async fn write_status(p: &StreamPipeline, outcome: Outcome, ctx: &Context) -> Re
         observed_generation: p.metadata.generation,
         conditions,
         stages: outcome.stages,
-        topics_summary: Some(format!("{}/3 {}", outcome.topics.len(), if topics_ready { "ready" } else { "not ready" })),
+        topics_summary: Some(format!("{}/{} {}", outcome.topics.len(), crate::topics::PER_PIPELINE, if topics_ready { "ready" } else { "not ready" })),
         topics: outcome.topics,
         endpoints: outcome.endpoints,
     };

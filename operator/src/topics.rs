@@ -36,9 +36,13 @@ impl TopicsError {
     }
 }
 
-/// The three topics of a pipeline.
-pub fn wanted(kafka: &KafkaConfig) -> [&TopicSpec; 3] {
-    [&kafka.topics.raw, &kafka.topics.joined, &kafka.topics.dead_letter]
+/// How many topics a pipeline has.
+pub const PER_PIPELINE: usize = 4;
+
+/// The topics of a pipeline: raw, joined, dead letters and the join
+/// stage's state (compacted, as many partitions as raw).
+pub fn wanted(kafka: &KafkaConfig) -> [TopicSpec; PER_PIPELINE] {
+    [kafka.topics.raw.clone(), kafka.topics.joined.clone(), kafka.topics.dead_letter.clone(), kafka.topics.join_state_spec()]
 }
 
 /// Admin clients by cluster: each holds librdkafka threads and buffers, so
@@ -74,7 +78,7 @@ pub async fn ensure(clients: &AdminClients, kafka: &KafkaConfig) -> Result<Vec<T
     let existing = partitions_in_broker(&admin, kafka).await.map_err(unreachable)?;
     let options = AdminOptions::new().operation_timeout(Some(TIMEOUT)).request_timeout(Some(TIMEOUT));
     let mut statuses = Vec::new();
-    for spec in wanted(kafka) {
+    for spec in &wanted(kafka) {
         let failed = |detail: String| TopicsError::Failed { topic: spec.name.clone(), detail };
         match existing.iter().find(|(name, _)| *name == spec.name).map(|(_, p)| *p) {
             None => {
@@ -141,7 +145,8 @@ async fn partitions_in_broker(admin: &AdminClient<DefaultClientContext>, _kafka:
 /// Deletes the pipeline's topics (`deletionPolicy: Delete`).
 pub async fn delete(clients: &AdminClients, kafka: &KafkaConfig) -> Result<(), TopicsError> {
     let admin = clients.get(kafka)?;
-    let names: Vec<&str> = wanted(kafka).iter().map(|t| t.name.as_str()).collect();
+    let wanted = wanted(kafka);
+    let names: Vec<&str> = wanted.iter().map(|t| t.name.as_str()).collect();
     let options = AdminOptions::new().operation_timeout(Some(TIMEOUT));
     for r in admin.delete_topics(&names, &options).await.map_err(|e| TopicsError::Unreachable {
         servers: kafka.bootstrap_servers.clone(),

@@ -81,6 +81,11 @@ async fn a_pipeline_gets_its_workers_topics_and_conditions() {
     assert_eq!(p.status.as_ref().unwrap().observed_generation, p.metadata.generation);
     assert_eq!(p.status.as_ref().unwrap().stages.as_deref(), Some("0/4"));
     assert_eq!(partitions(&broker.bootstrap_servers(), &raw), 3);
+    // The join state topic: named after raw, its partitions, compacted.
+    let state = format!("{raw}.join-state");
+    assert_eq!(partitions(&broker.bootstrap_servers(), &state), 3);
+    assert_eq!(topic_config(&broker.bootstrap_servers(), &state, "cleanup.policy").await.as_deref(), Some("compact"));
+    assert_eq!(p.status.as_ref().unwrap().topics_summary.as_deref(), Some("4/4 ready"));
     let workers: Api<StatefulSet> = Api::namespaced(client.clone(), &ns);
     for stage in ["ingest", "join", "export"] {
         workers.get(&format!("line-1-{stage}")).await.unwrap();
@@ -101,8 +106,8 @@ async fn a_pipeline_gets_its_workers_topics_and_conditions() {
     let more = serde_json::json!({"spec": {"pipeline": {"kafka": {"topics": {"raw": {"name": raw, "partitions": 5}}}}}});
     pipelines.patch("line-1", &PatchParams::default(), &Patch::Merge(&more)).await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
-    while partitions(&broker.bootstrap_servers(), &raw) != 5 {
-        assert!(Instant::now() < deadline, "partitions were not increased");
+    while partitions(&broker.bootstrap_servers(), &raw) != 5 || partitions(&broker.bootstrap_servers(), &state) != 5 {
+        assert!(Instant::now() < deadline, "partitions were not increased (raw and join state)");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let fewer = serde_json::json!({"spec": {"pipeline": {"kafka": {"topics": {"raw": {"name": raw, "partitions": 2}}}}}});
@@ -201,8 +206,9 @@ async fn deletion_keeps_or_deletes_the_topics_per_policy() {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         let deadline = Instant::now() + Duration::from_secs(20);
-        while (partitions(&servers, &raw) > 0) != kept {
-            assert!(Instant::now() < deadline, "{name} ({policy}): topic kept = {}", !kept);
+        let state = format!("{raw}.join-state");
+        while (partitions(&servers, &raw) > 0) != kept || (partitions(&servers, &state) > 0) != kept {
+            assert!(Instant::now() < deadline, "{name} ({policy}): topics kept = {} (raw and join state)", !kept);
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }

@@ -44,6 +44,8 @@ pub struct Metrics {
     pub join_expired_records: Counter,
     /// Join: pairs emitted when their record expired (without its `next`).
     pub join_expired_pairs: Counter,
+    /// Join stage: records and tombstones written to the join state topic.
+    pub join_state_writes: Counter,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -76,6 +78,8 @@ impl Default for Metrics {
         let join_expired_pairs = Counter::default();
         registry.register("join_expired_records", "Held records the join dropped beyond a rule's stateHorizon", join_expired_records.clone());
         registry.register("join_expired_pairs", "Pairs emitted when their record expired beyond the stateHorizon, without its next", join_expired_pairs.clone());
+        let join_state_writes = Counter::default();
+        registry.register("join_state_writes", "Held records and tombstones the join stage wrote to its state topic", join_state_writes.clone());
         Self {
             registry,
             records_in,
@@ -88,6 +92,7 @@ impl Default for Metrics {
             join_state_records,
             join_expired_records,
             join_expired_pairs,
+            join_state_writes,
         }
     }
 }

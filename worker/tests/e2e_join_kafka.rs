@@ -24,10 +24,20 @@ struct Topics {
     raw: String,
     joined: String,
     dead: String,
+    /// The join state topic (the worker creates it).
+    state: String,
+    /// The pipeline's group id (the join stage's group is `<group>-join`).
+    group: String,
 }
 
 fn setup(broker: &KafkaBroker) -> Topics {
-    let t = Topics { raw: unique_name("raw"), joined: unique_name("joined"), dead: unique_name("dead") };
+    let t = Topics {
+        raw: unique_name("raw"),
+        joined: unique_name("joined"),
+        dead: unique_name("dead"),
+        state: unique_name("state"),
+        group: unique_name("g"),
+    };
     broker.create_topic(&t.raw, 3).unwrap();
     broker.create_topic(&t.joined, 3).unwrap();
     broker.create_topic(&t.dead, 1).unwrap();
@@ -35,6 +45,11 @@ fn setup(broker: &KafkaBroker) -> Topics {
 }
 
 fn config(dir: &Path, broker: &KafkaBroker, topics: &Topics) -> PathBuf {
+    config_with(dir, broker, topics, "")
+}
+
+/// `config` with more lines under `kafka:` (indented by two spaces).
+fn config_with(dir: &Path, broker: &KafkaBroker, topics: &Topics, kafka_extra: &str) -> PathBuf {
     let path = dir.join("pipeline.yaml");
     std::fs::write(
         &path,
@@ -43,18 +58,20 @@ fn config(dir: &Path, broker: &KafkaBroker, topics: &Topics) -> PathBuf {
   bootstrapServers: "{}"
   groupId: "{}"
   transactionInterval: 100ms
-  topics:
+{kafka_extra}  topics:
     raw: {{name: "{}", partitions: 3}}
     joined: {{name: "{}", partitions: 3}}
     deadLetter: {{name: "{}", partitions: 1}}
+    joinState: {{name: "{}"}}
 joins:
   - {{name: power, left: 'actSpeed_(C\d+)', right: 'vaTorque_(C\d+)', output: 'power_$1', expression: 'left*right'}}
 "#,
             broker.bootstrap_servers(),
-            unique_name("g"),
+            topics.group,
             topics.raw,
             topics.joined,
-            topics.dead
+            topics.dead,
+            topics.state
         ),
     )
     .unwrap();
@@ -72,6 +89,35 @@ fn stream(records: usize, seed: u64) -> Vec<Value> {
             let m = rng.random_range(0..things.len());
             clock[m] += rng.random_range(0..3);
             let quantity = ["actSpeed_C11", "vaTorque_C11", "actSpeed_C12", "vaTorque_C12"][rng.random_range(0..4)];
+            json!({"thing": things[m], "quantity": quantity, "phenomenonTime": clock[m], "result": i as f64 - 5000.0})
+        })
+        .collect()
+}
+
+/// Like `stream`, with machines that go quiet beside those that flow:
+/// `Q-QUIET` sends only in the first and the last tenth, `Q-DEAD` stops for
+/// good after the first twentieth (its torque sensor first), and `Q-SPEED`
+/// has speed but never torque. Each of them leaves records the join must
+/// hold while the others flow.
+fn stream_with_quiet_machines(records: usize, seed: u64) -> Vec<Value> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let things = ["R0815", "H31415", "R27182", "M0001", "Q-QUIET", "Q-DEAD", "Q-SPEED"];
+    let mut clock = [1_554_096_380_000i64; 7];
+    (0..records)
+        .map(|i| {
+            let phase = i as f64 / records as f64;
+            let active: Vec<usize> = (0..things.len())
+                .filter(|&m| match things[m] {
+                    "Q-QUIET" => !(0.1..0.9).contains(&phase),
+                    "Q-DEAD" => phase < 0.05,
+                    _ => true,
+                })
+                .collect();
+            let m = active[rng.random_range(0..active.len())];
+            clock[m] += rng.random_range(0..3);
+            let speed_only = things[m] == "Q-SPEED" || (things[m] == "Q-DEAD" && phase > 0.04);
+            let choices = if speed_only { &["actSpeed_C11", "actSpeed_C12"][..] } else { &["actSpeed_C11", "vaTorque_C11", "actSpeed_C12", "vaTorque_C12"][..] };
+            let quantity = choices[rng.random_range(0..choices.len())];
             json!({"thing": things[m], "quantity": quantity, "phenomenonTime": clock[m], "result": i as f64 - 5000.0})
         })
         .collect()
@@ -414,6 +460,136 @@ fn the_generated_stream_joins_exactly_in_process() {
         });
     }
     check(pairs, &want);
+}
+
+/// The raw topic's retention at its most aggressive: every record before
+/// the join's committed offsets is deleted (Kafka's DeleteRecords, which is
+/// what retention does to old segments) every 300 ms while it runs.
+struct Retention {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<i64>>,
+}
+
+impl Retention {
+    fn start(servers: &str, topics: &Topics) -> Self {
+        use rdkafka::admin::{AdminClient, AdminOptions};
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (servers, raw, group) = (servers.to_string(), topics.raw.clone(), format!("{}-join", topics.group));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let admin: AdminClient<rdkafka::client::DefaultClientContext> =
+                ClientConfig::new().set("bootstrap.servers", &servers).create().unwrap();
+            let committed: BaseConsumer = ClientConfig::new().set("bootstrap.servers", &servers).set("group.id", &group).create().unwrap();
+            let mut deleted_up_to = [0i64; 3];
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(300));
+                let mut wanted = rdkafka::TopicPartitionList::new();
+                for p in 0..3 {
+                    wanted.add_partition(&raw, p);
+                }
+                let Ok(offsets) = committed.committed_offsets(wanted, Duration::from_secs(5)) else { continue };
+                let mut delete = rdkafka::TopicPartitionList::new();
+                for e in offsets.elements() {
+                    if let rdkafka::Offset::Offset(o) = e.offset() {
+                        if o > deleted_up_to[e.partition() as usize] {
+                            delete.add_partition_offset(&raw, e.partition(), rdkafka::Offset::Offset(o)).unwrap();
+                            deleted_up_to[e.partition() as usize] = o;
+                        }
+                    }
+                }
+                if delete.count() > 0 {
+                    futures::executor::block_on(admin.delete_records(&delete, &AdminOptions::new())).expect("DeleteRecords");
+                }
+            }
+            deleted_up_to.iter().sum()
+        });
+        Self { stop, thread: Some(thread) }
+    }
+
+    /// Stops; returns how many raw records it deleted in all.
+    fn stop(mut self) -> i64 {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.take().unwrap().join().unwrap()
+    }
+}
+
+/// Per rebuild of a partition in `log`: how many raw records it re-read
+/// (from its committed offset to the position committed before) and how
+/// many held records it got back from the state topic.
+fn replays_in(log: &Path) -> Vec<(i64, i64)> {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|e| e["fields"]["message"].as_str().is_some_and(|m| m.starts_with("partition state rebuilt")))
+        .map(|e| {
+            let f = &e["fields"];
+            ((f["pos"].as_i64().unwrap() - f["first_offset"].as_i64().unwrap()).max(0), f["restored"].as_i64().unwrap())
+        })
+        .collect()
+}
+
+/// Machines that go quiet, stop for good or have one side only hold records
+/// that a restart needs. The worker is SIGKILLed 8 times mid-stream while
+/// everything before its committed offsets is deleted from the raw topic:
+/// the joined topic still holds exactly the pair set, every restart re-reads
+/// at most `replayLimit` raw records per partition (the rest comes back from
+/// the join state topic), and the committed offsets end within that limit
+/// of the end of the raw topic although some records are held since its
+/// first tenth.
+#[test]
+fn quiet_machines_neither_hold_the_offsets_back_nor_need_the_deleted_records() {
+    const REPLAY_LIMIT: i64 = 300;
+    let broker = require!(KafkaBroker::start());
+    let servers = broker.bootstrap_servers();
+    let topics = setup(&broker);
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_with(dir.path(), &broker, &topics, &format!("  replayLimit: {REPLAY_LIMIT}\n"));
+    let records = stream_with_quiet_machines(12_000, 77);
+    let produced = records.len();
+    let want = spec(&records);
+    let feeder = feed(servers.clone(), topics.raw.clone(), records, Duration::from_secs(24));
+    let retention = Retention::start(&servers, &topics);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let log = dir.path().join("workers.log");
+    for kill in 1..=8 {
+        let before = commits_in(&log);
+        let mut worker = Worker::start_logged(&config, "quiet", &log);
+        worker.wait_for_commit(&log, before);
+        std::thread::sleep(Duration::from_millis(rng.random_range(500..1500)));
+        worker.kill();
+        assert!(!feeder.is_finished(), "input was all produced before kill {kill}: the kills must land mid-stream");
+    }
+    feeder.join().unwrap();
+    let last = Worker::start_logged(&config, "quiet", &log);
+    check_exactly_once(&servers, &topics, &log, produced, &want);
+
+    let replays = replays_in(&log);
+    let most = replays.iter().map(|r| r.0).max().unwrap_or(0);
+    let restored: i64 = replays.iter().map(|r| r.1).sum();
+    let deleted = retention.stop();
+    eprintln!("{} rebuilds: re-read at most {most} raw records, {restored} held records restored in all; {deleted} raw records deleted behind the commits", replays.len());
+    assert!(most <= REPLAY_LIMIT, "a restart re-read {most} raw records, more than the limit {REPLAY_LIMIT}: {replays:?}");
+    assert!(restored > 0, "no rebuild needed the state topic: the test does not test it");
+    assert!(deleted > 0, "nothing was deleted from the raw topic");
+
+    // The offsets moved on although Q-DEAD's records are held since the start.
+    let committed: BaseConsumer =
+        ClientConfig::new().set("bootstrap.servers", &servers).set("group.id", format!("{}-join", topics.group)).create().unwrap();
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for p in 0..3 {
+        tpl.add_partition(&topics.raw, p);
+    }
+    let offsets = committed.committed_offsets(tpl, Duration::from_secs(10)).unwrap();
+    for e in offsets.elements() {
+        let (_, high) = committed.fetch_watermarks(&topics.raw, e.partition(), Duration::from_secs(10)).unwrap();
+        let rdkafka::Offset::Offset(at) = e.offset() else {
+            assert_eq!(high, 0, "partition {} holds records but has no committed offset", e.partition());
+            continue; // no machine of the stream hashes to it
+        };
+        assert!(high - at <= REPLAY_LIMIT, "partition {}: committed offset {at} is {} behind the end {high}", e.partition(), high - at);
+    }
+    drop(last);
 }
 
 /// The single broker restarted (SIGTERM, then started on the same data)

@@ -4,3 +4,4 @@
 
 pub mod file;
 pub mod stage;
+pub mod state_topic;

@@ -6,17 +6,21 @@
 //! transaction, committed every `transactionInterval`, together with the
 //! consumer offsets, never once per record.
 //!
-//! What is committed per partition (the join spec's last section):
+//! What is committed per partition (the join spec's "Exactly once"):
 //! - the *offset* is the oldest record the join still holds (or the next
-//!   record when it holds none): replaying from there rebuilds the state;
+//!   record when it holds none), but never more than `replayLimit` records
+//!   behind the position: the held records older than the offset are kept
+//!   in the join state topic ([`super::state_topic`]), written in the same
+//!   transaction, so a quiet machine never holds the offset back;
 //! - the offset's *metadata* (`{"pos":P,"late":[..]}`) is the position
 //!   consumed so far, and the offsets of late records between the two.
 //!
-//! After a crash, a restart or a rebalance, a partition replays from its
-//! committed offset; pairs that became certain before `pos` were committed
-//! already, so they are suppressed (the join is deterministic: exactly those
-//! were emitted), and records that were late are skipped again, so that they
-//! do not enter the rebuilt state. An open transaction is aborted when
+//! After a crash, a restart or a rebalance, a partition gets its held
+//! records back from the state topic and replays from its committed offset;
+//! pairs that became certain before `pos` were committed already, so they
+//! are suppressed (the join is deterministic: exactly those were emitted),
+//! and records that were late are skipped again, so that they do not enter
+//! the rebuilt state. An open transaction is aborted when
 //! partitions are revoked (its work is redone by the new owner from the
 //! committed offsets); a fenced producer stops the process, which is then
 //! restarted.
@@ -37,6 +41,7 @@ use millrace_config::{JoinRuleConfig, KafkaConfig};
 use millrace_join::joiner::{Event, Input, Joiner, Rejected};
 use millrace_join::record::parse_timestamp_str;
 
+use super::state_topic;
 use crate::dead_letter::{DeadLetter, Reason};
 use crate::health::Health;
 
@@ -57,6 +62,11 @@ pub struct CommitPosition {
 
 struct PartitionState {
     joiner: Joiner,
+    /// The offset this state was rebuilt from (what was committed): a
+    /// commit never goes back before it.
+    rebuilt_from: i64,
+    /// Raw offsets whose held records the state topic has.
+    persisted: BTreeSet<i64>,
     /// Pairs made certain before this offset were committed before.
     suppress_before: i64,
     /// Records at these offsets were late the first time.
@@ -74,8 +84,10 @@ impl PartitionState {
     /// committed before (`suppress_before`); committing `next` then would
     /// move the position back, and after another restart the pairs between
     /// the two would be emitted a second time. The position never goes back.
-    fn commit_position(&mut self, partition: i32) -> (i64, CommitPosition) {
+    fn commit_position(&mut self, partition: i32, replay_limit: u64) -> (i64, CommitPosition) {
         let oldest = self.joiner.min_retained_seq().map(|s| s as i64).unwrap_or(self.next).min(self.next);
+        // Held records older than this go to the state topic instead.
+        let oldest = oldest.max(self.next.saturating_sub(replay_limit as i64)).max(self.rebuilt_from.min(self.next));
         self.late.retain(|o| *o >= oldest);
         if self.late.len() > MAX_LATE_IN_METADATA {
             tracing::warn!(partition, late = self.late.len(), "too many late records to remember; a replay may join some of them");
@@ -182,6 +194,10 @@ pub fn run(kafka: &KafkaConfig, rules: &[JoinRuleConfig], health: Arc<Health>, s
         .create_with_context(context)?;
     consumer.subscribe(&[&kafka.topics.raw.name])?;
     let (joined_topic, dead_topic) = (kafka.topics.joined.name.as_str(), kafka.topics.dead_letter.name.as_str());
+    let state_reader = state_topic::reader(kafka)?;
+    state_topic::ensure(kafka, &state_reader)?;
+    let state_topic_spec = kafka.topics.join_state_spec();
+    let state_topic_name = state_topic_spec.name.as_str();
 
     let mut partitions: HashMap<i32, PartitionState> = HashMap::new();
     let mut dirty = false;
@@ -213,9 +229,23 @@ pub fn run(kafka: &KafkaConfig, rules: &[JoinRuleConfig], health: Arc<Health>, s
                 Entry::Occupied(e) => e.into_mut(),
                 Entry::Vacant(e) => {
                     let position = committed_position(&consumer, &kafka.topics.raw.name, partition)?;
-                    tracing::info!(partition, first_offset = offset, pos = position.pos, late = position.late.len(), "partition state rebuilt from the committed position");
+                    let mut joiner = Joiner::new(rules)?;
+                    let held = state_topic::read(&state_reader, state_topic_name, partition)?;
+                    for (held_offset, value) in &held {
+                        restore(&mut joiner, *held_offset, value);
+                    }
+                    tracing::info!(
+                        partition,
+                        first_offset = offset,
+                        pos = position.pos,
+                        late = position.late.len(),
+                        restored = held.len(),
+                        "partition state rebuilt from the state topic and the committed position"
+                    );
                     e.insert(PartitionState {
-                        joiner: Joiner::new(rules)?,
+                        joiner,
+                        rebuilt_from: offset,
+                        persisted: held.keys().copied().collect(),
                         suppress_before: position.pos,
                         skip: position.late.iter().copied().collect(),
                         late: position.late.clone(),
@@ -300,14 +330,14 @@ pub fn run(kafka: &KafkaConfig, rules: &[JoinRuleConfig], health: Arc<Health>, s
             last_lag = Instant::now();
         }
         if dirty && last_commit.elapsed() >= kafka.transaction_interval {
-            commit(&producer, &consumer, &kafka.topics.raw.name, &mut partitions, &health)?;
+            commit(&producer, &consumer, kafka, &mut partitions, &health)?;
             in_transaction.store(false, Ordering::SeqCst);
             dirty = false;
             last_commit = Instant::now();
         }
     }
     if dirty && in_transaction.load(Ordering::SeqCst) {
-        commit(&producer, &consumer, &kafka.topics.raw.name, &mut partitions, &health)?;
+        commit(&producer, &consumer, kafka, &mut partitions, &health)?;
     }
     // Closing the consumer revokes its partitions: nothing is open to abort.
     in_transaction.store(false, Ordering::SeqCst);
@@ -320,6 +350,23 @@ struct Record<'a> {
     time: i64,
     time_raw: &'a serde_json::value::RawValue,
     result: f64,
+}
+
+/// Gives a record from the state topic back to the rules that held it. Its
+/// pairs were all committed before (it is older than the committed offset),
+/// so whatever it makes certain is dropped.
+fn restore(joiner: &mut Joiner, offset: i64, value: &[u8]) {
+    #[derive(Deserialize)]
+    struct Held {
+        #[serde(default)]
+        rules: Vec<String>,
+    }
+    let (Ok(record), Ok(held)) = (read_record(value), serde_json::from_slice::<Held>(value)) else {
+        tracing::warn!(offset, "an unreadable record in the join state topic: skipped");
+        return;
+    };
+    let input = Input { thing: &record.thing, quantity: &record.quantity, time: record.time, time_raw: record.time_raw, result: record.result, seq: offset as u64 };
+    joiner.restore(&input, &held.rules, &mut |_| {});
 }
 
 fn read_record(payload: &[u8]) -> Result<Record<'_>, (Reason, String)> {
@@ -362,29 +409,37 @@ fn committed_position<C: ConsumerContext>(consumer: &BaseConsumer<C>, topic: &st
     serde_json::from_str(&metadata).map_err(|e| anyhow::anyhow!("committed metadata of {topic}/{partition} is not ours ({metadata:?}): {e}"))
 }
 
-/// Commits the transaction with, per partition, the oldest offset still
-/// needed and the position consumed.
+/// Commits the transaction with, per partition, the offset a replay starts
+/// from, the held records older than it in the state topic, and the
+/// position consumed.
 fn commit<C: ConsumerContext>(
     producer: &ThreadedProducer<DefaultProducerContext>,
     consumer: &BaseConsumer<C>,
-    topic: &str,
+    kafka: &KafkaConfig,
     partitions: &mut HashMap<i32, PartitionState>,
     health: &Health,
 ) -> anyhow::Result<()> {
     let started = Instant::now();
-    // librdkafka's commit flushes in 100 ms slices: deliver first.
-    while producer.in_flight_count() > 0 {
-        producer.poll(Duration::from_millis(1));
-    }
+    let topic = kafka.topics.raw.name.as_str();
+    let state_topic = kafka.topics.join_state_spec().name;
     let mut offsets = TopicPartitionList::new();
     for (partition, state) in partitions.iter_mut() {
-        let (oldest, position) = state.commit_position(*partition);
+        let (oldest, position) = state.commit_position(*partition, kafka.replay_limit);
+        let held = state.joiner.held_before(oldest as u64);
+        let written = state_topic::sync(producer, &state_topic, *partition, &mut state.persisted, &held)?;
+        if written > 0 {
+            health.metrics.join_state_writes.inc_by(written as u64);
+        }
         offsets.add_partition_offset(topic, *partition, Offset::Offset(oldest))?;
         if let Some(mut e) = offsets.find_partition(topic, *partition) {
             e.set_metadata(serde_json::to_string(&position).expect("a position always serializes"));
         }
         let label = crate::metrics::PartitionLabel { partition: *partition };
         health.metrics.join_state_records.get_or_create(&label).set(state.joiner.retained() as i64);
+    }
+    // librdkafka's commit flushes in 100 ms slices: deliver first.
+    while producer.in_flight_count() > 0 {
+        producer.poll(Duration::from_millis(1));
     }
     let group = consumer.group_metadata().ok_or_else(|| anyhow::anyhow!("no consumer group metadata"))?;
     let result = producer
@@ -437,15 +492,55 @@ mod tests {
 
     fn state(suppress_before: i64, next: i64) -> PartitionState {
         let config = PipelineConfig::from_yaml("joins:\n  - {name: power, left: 'actSpeed_(C\\d+)', right: 'vaTorque_(C\\d+)'}\n").unwrap();
-        PartitionState { joiner: Joiner::new(&config.joins).unwrap(), suppress_before, skip: BTreeSet::new(), late: Vec::new(), next }
+        PartitionState {
+            joiner: Joiner::new(&config.joins).unwrap(),
+            rebuilt_from: 1003,
+            persisted: BTreeSet::new(),
+            suppress_before,
+            skip: BTreeSet::new(),
+            late: Vec::new(),
+            next,
+        }
     }
 
     #[test]
     fn a_replaying_partition_never_commits_an_earlier_position() {
         // Rebuilt from offset 1003 after 1041 was committed: one record in.
-        let (offset, position) = state(1041, 1004).commit_position(0);
+        let (offset, position) = state(1041, 1004).commit_position(0, 100_000);
         assert_eq!((offset, position.pos), (1004, 1041));
         // Past the old position, the consumed position counts.
-        assert_eq!(state(1041, 1100).commit_position(0).1.pos, 1100);
+        assert_eq!(state(1041, 1100).commit_position(0, 100_000).1.pos, 1100);
+    }
+
+    fn push(state: &mut PartitionState, offset: i64, thing: &str, quantity: &str, time: i64) {
+        let raw = serde_json::value::to_raw_value(&time).unwrap();
+        let input = Input { thing, quantity, time: time * 1_000_000, time_raw: &raw, result: 1.0, seq: offset as u64 };
+        state.joiner.push(&input, &mut |_| {});
+        state.next = offset + 1;
+    }
+
+    #[test]
+    fn the_committed_offset_stays_within_the_replay_limit_and_never_goes_back() {
+        // Machine M1's speed record at 1010 waits for torque that never
+        // comes, while machine M2 flows: without a limit it would pin the
+        // offset.
+        let mut s = state(0, 1003);
+        push(&mut s, 1010, "M1", "actSpeed_C11", 1_000);
+        for offset in 1011..1100 {
+            let quantity = if offset % 2 == 0 { "actSpeed_C11" } else { "vaTorque_C11" };
+            push(&mut s, offset, "M2", quantity, 1_000 + offset);
+        }
+        assert_eq!(s.joiner.min_retained_seq(), Some(1010));
+        assert_eq!(s.commit_position(0, 1_000).0, 1010, "within the limit: the oldest held record");
+        assert_eq!(s.commit_position(0, 50).0, 1050, "50 records behind the position at most");
+        let held = s.joiner.held_before(1050);
+        assert_eq!(held.keys().copied().collect::<Vec<_>>(), vec![1010], "what the state topic must keep");
+        assert_eq!(held[&1010].rules, vec!["power".to_string()]);
+        // Rebuilt from 1050: the restored record is older, the offset stays.
+        let mut rebuilt = state(1100, 1050);
+        rebuilt.rebuilt_from = 1050;
+        push(&mut rebuilt, 1010, "M1", "actSpeed_C11", 1_000);
+        rebuilt.next = 1051;
+        assert_eq!(rebuilt.commit_position(0, 1_000).0, 1050);
     }
 }
