@@ -150,8 +150,8 @@ pub struct Topics {
     #[serde(default = "default_dead_letter_topic")]
     pub dead_letter: TopicSpec,
     /// The join stage's held records older than its replay limit
-    /// (compacted; as many partitions as `raw`). Default: the raw topic's
-    /// name with `.join-state` appended.
+    /// (compacted; as many partitions as `raw`). It belongs to the join's
+    /// consumer group: default `<groupId>.join-state`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub join_state: Option<StateTopicSpec>,
 }
@@ -320,7 +320,7 @@ impl PipelineConfig {
             check_url(&influxdb.url, &["http", "https"]).map_err(|m| invalid("influxdb.url", &m))?;
         }
         if let Some(kafka) = &self.kafka {
-            let join_state = kafka.topics.join_state_spec();
+            let join_state = kafka.join_state_spec();
             let topics = [("raw", &kafka.topics.raw), ("joined", &kafka.topics.joined), ("deadLetter", &kafka.topics.dead_letter), ("joinState", &join_state)];
             for (i, (field, topic)) in topics.iter().enumerate() {
                 check_topic_name(&topic.name).map_err(|m| invalid(&format!("kafka.topics.{field}.name"), &m))?;
@@ -440,10 +440,11 @@ impl Default for Topics {
 impl Topics {
     /// The join state topic as created: the raw topic's partitions (state
     /// partition p holds what raw partition p's join holds) and compacted.
-    pub fn join_state_spec(&self) -> TopicSpec {
+    /// `group_id` names it by default: it holds that group's state.
+    pub fn join_state_spec(&self, group_id: &str) -> TopicSpec {
         let (name, replication_factor, mut config) = match &self.join_state {
             Some(s) => (s.name.clone(), s.replication_factor, s.config.clone()),
-            None => (format!("{}.join-state", self.raw.name), self.raw.replication_factor, BTreeMap::new()),
+            None => (format!("{group_id}.join-state"), self.raw.replication_factor, BTreeMap::new()),
         };
         config.insert("cleanup.policy".into(), "compact".into());
         TopicSpec { name, partitions: self.raw.partitions, replication_factor, config }
@@ -451,6 +452,11 @@ impl Topics {
 }
 
 impl KafkaConfig {
+    /// The join stage's state topic (see [`Topics::join_state_spec`]).
+    pub fn join_state_spec(&self) -> TopicSpec {
+        self.topics.join_state_spec(&self.group_id)
+    }
+
     /// The librdkafka properties every client starts from: the bootstrap
     /// servers, then the pipeline's extra properties (which may override
     /// anything before them).
@@ -577,16 +583,16 @@ mod tests {
     }
 
     #[test]
-    fn the_join_state_topic_follows_the_raw_topic() {
-        let c = PipelineConfig::from_yaml("kafka: {bootstrapServers: k, topics: {raw: {name: plant.raw, partitions: 12, replicationFactor: 3}}}\n").unwrap();
-        let state = c.kafka.unwrap().topics.join_state_spec();
-        assert_eq!((state.name.as_str(), state.partitions, state.replication_factor), ("plant.raw.join-state", 12, 3));
+    fn the_join_state_topic_follows_the_raw_topic_and_is_named_after_the_group() {
+        let c = PipelineConfig::from_yaml("kafka: {bootstrapServers: k, groupId: line-1, topics: {raw: {name: plant.raw, partitions: 12, replicationFactor: 3}}}\n").unwrap();
+        let state = c.kafka.unwrap().join_state_spec();
+        assert_eq!((state.name.as_str(), state.partitions, state.replication_factor), ("line-1.join-state", 12, 3));
         assert_eq!(state.config["cleanup.policy"], "compact");
         let c = PipelineConfig::from_yaml(
             "kafka: {bootstrapServers: k, topics: {raw: {name: r, partitions: 4}, joinState: {name: s, config: {cleanup.policy: delete, segment.ms: '60000'}}}}\n",
         )
         .unwrap();
-        let state = c.kafka.unwrap().topics.join_state_spec();
+        let state = c.kafka.unwrap().join_state_spec();
         assert_eq!((state.name.as_str(), state.partitions), ("s", 4));
         assert_eq!(state.config["cleanup.policy"], "compact", "always compacted");
         assert_eq!(state.config["segment.ms"], "60000");

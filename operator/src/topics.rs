@@ -42,7 +42,7 @@ pub const PER_PIPELINE: usize = 4;
 /// The topics of a pipeline: raw, joined, dead letters and the join
 /// stage's state (compacted, as many partitions as raw).
 pub fn wanted(kafka: &KafkaConfig) -> [TopicSpec; PER_PIPELINE] {
-    [kafka.topics.raw.clone(), kafka.topics.joined.clone(), kafka.topics.dead_letter.clone(), kafka.topics.join_state_spec()]
+    [kafka.topics.raw.clone(), kafka.topics.joined.clone(), kafka.topics.dead_letter.clone(), kafka.join_state_spec()]
 }
 
 /// Admin clients by cluster: each holds librdkafka threads and buffers, so

@@ -63,10 +63,11 @@ async fn a_pipeline_gets_its_workers_topics_and_conditions() {
     let ns = kube.create_namespace(&unique_name("rec")).await.unwrap();
     let controller = controller_for(&client, &ns);
 
-    let raw = unique_name("raw");
+    let (raw, group) = (unique_name("raw"), unique_name("g"));
     let mut spec = example("line-1");
     spec["spec"]["pipeline"]["kafka"] = serde_json::json!({
         "bootstrapServers": broker.bootstrap_servers(),
+        "groupId": group,
         "topics": {"raw": {"name": raw, "partitions": 3}, "joined": {"name": unique_name("joined")}, "deadLetter": {"name": unique_name("dead"), "partitions": 1}}
     });
     let pipelines: Api<StreamPipeline> = Api::namespaced(client.clone(), &ns);
@@ -81,8 +82,8 @@ async fn a_pipeline_gets_its_workers_topics_and_conditions() {
     assert_eq!(p.status.as_ref().unwrap().observed_generation, p.metadata.generation);
     assert_eq!(p.status.as_ref().unwrap().stages.as_deref(), Some("0/4"));
     assert_eq!(partitions(&broker.bootstrap_servers(), &raw), 3);
-    // The join state topic: named after raw, its partitions, compacted.
-    let state = format!("{raw}.join-state");
+    // The join state topic: named after the group, raw's partitions, compacted.
+    let state = format!("{group}.join-state");
     assert_eq!(partitions(&broker.bootstrap_servers(), &state), 3);
     assert_eq!(topic_config(&broker.bootstrap_servers(), &state, "cleanup.policy").await.as_deref(), Some("compact"));
     assert_eq!(p.status.as_ref().unwrap().topics_summary.as_deref(), Some("4/4 ready"));
@@ -188,11 +189,12 @@ async fn deletion_keeps_or_deletes_the_topics_per_policy() {
     let pipelines: Api<StreamPipeline> = Api::namespaced(client.clone(), &ns);
     let servers = broker.bootstrap_servers();
     for (name, policy, kept) in [("keep", "Retain", true), ("drop", "Delete", false)] {
-        let raw = unique_name("raw");
+        let (raw, group) = (unique_name("raw"), unique_name("g"));
         let mut spec = example(name);
         spec["spec"]["deletionPolicy"] = serde_json::json!(policy);
         spec["spec"]["pipeline"]["kafka"] = serde_json::json!({
             "bootstrapServers": servers,
+            "groupId": group,
             "topics": {"raw": {"name": raw, "partitions": 2}, "joined": {"name": unique_name("joined")}, "deadLetter": {"name": unique_name("dead")}}
         });
         pipelines.create(&PostParams::default(), &serde_json::from_value(spec).unwrap()).await.unwrap();
@@ -206,7 +208,7 @@ async fn deletion_keeps_or_deletes_the_topics_per_policy() {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         let deadline = Instant::now() + Duration::from_secs(20);
-        let state = format!("{raw}.join-state");
+        let state = format!("{group}.join-state");
         while (partitions(&servers, &raw) > 0) != kept || (partitions(&servers, &state) > 0) != kept {
             assert!(Instant::now() < deadline, "{name} ({policy}): topics kept = {} (raw and join state)", !kept);
             tokio::time::sleep(Duration::from_millis(200)).await;

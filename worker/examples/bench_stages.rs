@@ -39,6 +39,7 @@ async fn bench_ingest(messages: u64) -> anyhow::Result<()> {
         topics: Default::default(),
         transaction_interval: Duration::from_millis(100),
         properties: Default::default(),
+        replay_limit: 100_000,
     };
     let producer = kafka::idempotent_producer(&kafka_config, "bench-ingest")?;
     // One MQTT session for both runs of the stage below.
@@ -219,7 +220,6 @@ async fn bench_export(points: usize) -> anyhow::Result<()> {
 
 fn bench_join(records: usize) -> anyhow::Result<()> {
     use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
-    use std::sync::atomic::{AtomicBool, Ordering};
     let broker = KafkaBroker::start().map_err(|e| anyhow::anyhow!("{e}"))?;
     for (t, p) in [("bench.raw", 6), ("bench.joined", 6), ("bench.dead", 1)] {
         broker.create_topic(t, p)?;
@@ -231,9 +231,11 @@ fn bench_join(records: usize) -> anyhow::Result<()> {
             raw: millrace_config::TopicSpec::named("bench.raw"),
             joined: millrace_config::TopicSpec::named("bench.joined"),
             dead_letter: millrace_config::TopicSpec::named("bench.dead"),
+            join_state: None,
         },
         transaction_interval: Duration::from_millis(100),
         properties: Default::default(),
+        replay_limit: 100_000,
     };
     let producer: ThreadedProducer<DefaultProducerContext> =
         kafka::client_config(&kafka_config).set("linger.ms", "20").create()?;
@@ -264,16 +266,33 @@ fn bench_join(records: usize) -> anyhow::Result<()> {
          (50 partitions each): {:.2} s, once per cluster, before the figures below",
         warm.elapsed().as_secs_f64()
     );
-    let rules = PipelineConfig::from_yaml(
-        "joins:\n  - {name: power, left: 'actSpeed_(C\\d+)', right: 'vaTorque_(C\\d+)', output: 'power_$1', expression: '2*pi/60*left*right'}\n",
-    )?
-    .joins;
+    // The stage as it was before the horizon and the state topic (a horizon
+    // longer than any data, a replay limit it never reaches) and as it is,
+    // alternated, each in a group of its own reading the same records.
+    let as_before = ("without horizon and state topic", "100000days", u64::MAX);
+    let as_now = ("with the default horizon and state topic", "1h", 100_000);
+    for (round, (label, horizon, replay_limit)) in [as_before, as_now, as_before, as_now].into_iter().enumerate() {
+        let rules = PipelineConfig::from_yaml(&format!(
+            "joins:\n  - {{name: power, left: 'actSpeed_(C\\d+)', right: 'vaTorque_(C\\d+)', output: 'power_$1', expression: '2*pi/60*left*right', stateHorizon: {horizon}}}\n"
+        ))?
+        .joins;
+        let kafka = KafkaConfig { group_id: format!("bench-{round}"), replay_limit, ..kafka_config.clone() };
+        join_stage_once(&kafka, &rules, records, label)?;
+    }
+    let _ = broker.create_topic("bench.ceiling", 6);
+    ceiling_transactional_copy(&kafka_config, records)?;
+    Ok(())
+}
+
+/// Runs the join stage over the `records` already in the raw topic and
+/// prints its figures.
+fn join_stage_once(kafka_config: &KafkaConfig, rules: &[millrace_config::JoinRuleConfig], records: usize, label: &str) -> anyhow::Result<()> {
+    use std::sync::atomic::{AtomicBool, Ordering};
     let health = Arc::new(Health::default());
     let stop = Arc::new(AtomicBool::new(false));
     let start = Instant::now();
-    let ceiling_config = kafka_config.clone();
     let worker = {
-        let (health, stop) = (health.clone(), stop.clone());
+        let (health, stop, kafka_config, rules) = (health.clone(), stop.clone(), kafka_config.clone(), rules.to_vec());
         std::thread::spawn(move || millrace_worker::join::stage::run(&kafka_config, &rules, health, stop))
     };
     // Where the time goes: joining the group (until the first record), the
@@ -282,6 +301,9 @@ fn bench_join(records: usize) -> anyhow::Result<()> {
     while counter(&health, "millrace_records_in_total{stage=\"join\"}") < records as f64 {
         if first_record.is_none() && counter(&health, "millrace_records_in_total{stage=\"join\"}") > 0.0 {
             first_record = Some(start.elapsed());
+        }
+        if worker.is_finished() {
+            break;
         }
         std::thread::sleep(Duration::from_millis(5));
     }
@@ -292,11 +314,12 @@ fn bench_join(records: usize) -> anyhow::Result<()> {
     let joined = counter(&health, "millrace_records_out_total{stage=\"join\"}");
     let commits = counter(&health, "millrace_join_transaction_seconds_count");
     let committing = counter(&health, "millrace_join_transaction_seconds_sum");
+    let state_writes = counter(&health, "millrace_join_state_writes_total");
     let steady = elapsed.as_secs_f64() - first_record;
     println!(
-        "join on Kafka: {records} narrow records -> {joined} joined records in {:.2} s: {:.0} joined records/s, {:.0} input records/s; \
+        "join on Kafka, {label}: {records} narrow records -> {joined} joined records in {:.2} s: {:.0} joined records/s, {:.0} input records/s; \
          first record after {first_record:.2} s (group join, assignment), then {:.0} input records/s; {commits} transactions took {committing:.2} s \
-         ({:.1} ms each), the rest {:.2} s; Apache Kafka 4.4 on the same 2 cores",
+         ({:.1} ms each), the rest {:.2} s; {state_writes} state topic writes; Apache Kafka 4.4 on the same 2 cores",
         elapsed.as_secs_f64(),
         joined / elapsed.as_secs_f64(),
         records as f64 / elapsed.as_secs_f64(),
@@ -304,8 +327,6 @@ fn bench_join(records: usize) -> anyhow::Result<()> {
         1000.0 * committing / commits.max(1.0),
         steady - committing,
     );
-    let _ = broker.create_topic("bench.ceiling", 6);
-    ceiling_transactional_copy(&ceiling_config, records)?;
     Ok(())
 }
 

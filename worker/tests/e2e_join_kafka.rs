@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use millrace_testkit::{require, unique_name, KafkaBroker};
+use millrace_testkit::{require, unique_name, KafkaBroker, KafkaCluster};
 use rand::{Rng, SeedableRng};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
@@ -45,11 +45,12 @@ fn setup(broker: &KafkaBroker) -> Topics {
 }
 
 fn config(dir: &Path, broker: &KafkaBroker, topics: &Topics) -> PathBuf {
-    config_with(dir, broker, topics, "")
+    config_with(dir, &broker.bootstrap_servers(), topics, "", "")
 }
 
-/// `config` with more lines under `kafka:` (indented by two spaces).
-fn config_with(dir: &Path, broker: &KafkaBroker, topics: &Topics, kafka_extra: &str) -> PathBuf {
+/// `config` with more lines under `kafka:` (indented by two spaces), and
+/// more settings of the join state topic (`, replicationFactor: 3`).
+fn config_with(dir: &Path, servers: &str, topics: &Topics, kafka_extra: &str, state_extra: &str) -> PathBuf {
     let path = dir.join("pipeline.yaml");
     std::fs::write(
         &path,
@@ -62,11 +63,11 @@ fn config_with(dir: &Path, broker: &KafkaBroker, topics: &Topics, kafka_extra: &
     raw: {{name: "{}", partitions: 3}}
     joined: {{name: "{}", partitions: 3}}
     deadLetter: {{name: "{}", partitions: 1}}
-    joinState: {{name: "{}"}}
+    joinState: {{name: "{}"{state_extra}}}
 joins:
   - {{name: power, left: 'actSpeed_(C\d+)', right: 'vaTorque_(C\d+)', output: 'power_$1', expression: 'left*right'}}
 "#,
-            broker.bootstrap_servers(),
+            servers,
             topics.group,
             topics.raw,
             topics.joined,
@@ -544,7 +545,7 @@ fn quiet_machines_neither_hold_the_offsets_back_nor_need_the_deleted_records() {
     let servers = broker.bootstrap_servers();
     let topics = setup(&broker);
     let dir = tempfile::tempdir().unwrap();
-    let config = config_with(dir.path(), &broker, &topics, &format!("  replayLimit: {REPLAY_LIMIT}\n"));
+    let config = config_with(dir.path(), &servers, &topics, &format!("  replayLimit: {REPLAY_LIMIT}\n"), "");
     let records = stream_with_quiet_machines(12_000, 77);
     let produced = records.len();
     let want = spec(&records);
@@ -647,6 +648,76 @@ fn broker_restarted_twice_mid_stream_loses_and_doubles_nothing() {
     let seen = wait_for(want.len(), Duration::from_secs(120), &mut worker, &mut exits);
     eprintln!("{restarts_at:?}; {seen} joined records visible, {} wanted; worker exits: {exits:?}; {:.1?}", want.len(), started.elapsed());
     // Judged while the worker still runs, so that a pair it doubled late is seen too.
+    check_exactly_once(&servers, &topics, &log, produced, &want);
+    drop(worker);
+}
+
+/// A three-broker cluster (replication 3, min.insync.replicas 2): the
+/// leader of a raw partition is SIGKILLed mid-stream and started again 8 s
+/// later. The join worker (restarted whenever it exits, as Kubernetes would)
+/// gets stuck nowhere, and the joined topic holds exactly the pair set.
+#[test]
+fn the_partition_leader_killed_in_a_three_broker_cluster_loses_and_doubles_nothing() {
+    let mut cluster = require!(KafkaCluster::start());
+    let servers = cluster.bootstrap_servers();
+    let topics = Topics {
+        raw: unique_name("raw"),
+        joined: unique_name("joined"),
+        dead: unique_name("dead"),
+        state: unique_name("state"),
+        group: unique_name("g"),
+    };
+    cluster.create_topic(&topics.raw, 3).unwrap();
+    cluster.create_topic(&topics.joined, 3).unwrap();
+    cluster.create_topic(&topics.dead, 1).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_with(dir.path(), &servers, &topics, "", ", replicationFactor: 3");
+    let records = stream(12_000, 31);
+    let produced = records.len();
+    let want = spec(&records);
+    let started = Instant::now();
+    let feeder = feed(servers.clone(), topics.raw.clone(), records, Duration::from_secs(20));
+    let log = dir.path().join("workers.log");
+    let mut worker = Worker::start_logged(&config, "leader-kill", &log);
+    let mut exits: Vec<String> = Vec::new();
+    let watch = reader(&servers, &topics.joined, "read_committed");
+    let mut visible = 0usize;
+    let mut wait_for = |at_least: usize, timeout: Duration, worker: &mut Worker, exits: &mut Vec<String>| -> usize {
+        let deadline = Instant::now() + timeout;
+        while visible < at_least && Instant::now() < deadline {
+            if let Some(status) = worker.0.try_wait().unwrap() {
+                exits.push(format!("{status} after {:.1?}", started.elapsed()));
+                assert!(exits.len() <= 10, "the worker exited more than 10 times: {exits:?}");
+                *worker = Worker::start_logged(&config, "leader-kill", &log);
+            }
+            match watch.poll(Duration::from_millis(200)) {
+                Some(Ok(_)) => visible += 1,
+                Some(Err(e)) => eprintln!("watch reader: {e}"),
+                None => {}
+            }
+        }
+        visible
+    };
+    let seen = wait_for(want.len() / 10, Duration::from_secs(60), &mut worker, &mut exits);
+    assert!(seen >= want.len() / 10, "only {seen} joined records visible before the kill");
+    assert!(!feeder.is_finished(), "input was all produced before the kill: it must be mid-stream");
+    // The leader of raw partition 0, by its port.
+    let metadata_client: BaseConsumer = ClientConfig::new().set("bootstrap.servers", &servers).create().unwrap();
+    let metadata = metadata_client.fetch_metadata(Some(&topics.raw), Duration::from_secs(10)).unwrap();
+    let leader_id = metadata.topics()[0].partitions().iter().find(|p| p.id() == 0).unwrap().leader();
+    let port = metadata.brokers().iter().find(|b| b.id() == leader_id).unwrap().port() as u16;
+    let node = (0..KafkaCluster::NODES).find(|&i| cluster.port(i) == port).unwrap();
+    let killed_at = started.elapsed();
+    cluster.kill_node(node);
+    wait_for(usize::MAX, Duration::from_secs(8), &mut worker, &mut exits);
+    cluster.restart_node(node).unwrap();
+    while !feeder.is_finished() {
+        wait_for(usize::MAX, Duration::from_millis(500), &mut worker, &mut exits);
+    }
+    feeder.join().unwrap();
+    let seen = wait_for(want.len(), Duration::from_secs(120), &mut worker, &mut exits);
+    eprintln!("leader (node {}) killed at {killed_at:.1?} after {} joined records; {seen} visible at the end, {} wanted; worker exits: {exits:?}; {:.1?}",
+        leader_id, want.len() / 10, want.len(), started.elapsed());
     check_exactly_once(&servers, &topics, &log, produced, &want);
     drop(worker);
 }

@@ -196,7 +196,7 @@ pub fn run(kafka: &KafkaConfig, rules: &[JoinRuleConfig], health: Arc<Health>, s
     let (joined_topic, dead_topic) = (kafka.topics.joined.name.as_str(), kafka.topics.dead_letter.name.as_str());
     let state_reader = state_topic::reader(kafka)?;
     state_topic::ensure(kafka, &state_reader)?;
-    let state_topic_spec = kafka.topics.join_state_spec();
+    let state_topic_spec = kafka.join_state_spec();
     let state_topic_name = state_topic_spec.name.as_str();
 
     let mut partitions: HashMap<i32, PartitionState> = HashMap::new();
@@ -231,8 +231,15 @@ pub fn run(kafka: &KafkaConfig, rules: &[JoinRuleConfig], health: Arc<Health>, s
                     let position = committed_position(&consumer, &kafka.topics.raw.name, partition)?;
                     let mut joiner = Joiner::new(rules)?;
                     let held = state_topic::read(&state_reader, state_topic_name, partition)?;
-                    for (held_offset, value) in &held {
-                        restore(&mut joiner, *held_offset, value);
+                    if position == CommitPosition::default() && !held.is_empty() {
+                        // Without a committed position (a new or reset group)
+                        // the state is someone else's: dropped, and
+                        // tombstoned at the first commit.
+                        tracing::warn!(partition, records = held.len(), topic = state_topic_name, "the join state topic holds records of a partition without a committed position: ignored and deleted");
+                    } else {
+                        for (held_offset, value) in &held {
+                            restore(&mut joiner, *held_offset, value);
+                        }
                     }
                     tracing::info!(
                         partition,
@@ -421,7 +428,7 @@ fn commit<C: ConsumerContext>(
 ) -> anyhow::Result<()> {
     let started = Instant::now();
     let topic = kafka.topics.raw.name.as_str();
-    let state_topic = kafka.topics.join_state_spec().name;
+    let state_topic = kafka.join_state_spec().name;
     let mut offsets = TopicPartitionList::new();
     for (partition, state) in partitions.iter_mut() {
         let (oldest, position) = state.commit_position(*partition, kafka.replay_limit);

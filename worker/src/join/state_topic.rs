@@ -30,7 +30,7 @@ const TIMEOUT: Duration = Duration::from_secs(30);
 /// topic's. The operator does the same with the pipeline's other topics;
 /// this lets a worker run without it.
 pub fn ensure(kafka: &KafkaConfig, reader: &BaseConsumer) -> anyhow::Result<()> {
-    let spec = kafka.topics.join_state_spec();
+    let spec = kafka.join_state_spec();
     let partitions_of = |topic: &str| -> anyhow::Result<Option<i32>> {
         let metadata = reader.fetch_metadata(Some(topic), TIMEOUT)?;
         Ok(metadata.topics().first().filter(|t| t.error().is_none()).map(|t| t.partitions().len() as i32))
