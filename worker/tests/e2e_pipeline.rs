@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use millrace_testkit::{require, unique_name, InfluxDb, KafkaBroker, Mosquitto};
+use millrace_testkit::{require, unique_name, InfluxDb, KafkaBroker, KafkaCluster, Mosquitto};
 
 const WIDE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/test_events.jsonl");
 const NARROW: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/narrow-events.jsonl");
@@ -415,4 +415,206 @@ fn an_influxdb_user_that_may_only_write_works_once_its_database_exists() {
     for w in [ingest, join, export] {
         assert!(w.stop().success());
     }
+}
+
+/// A narrow record as thing, quantity, time and the bits of its result:
+/// the same record however its JSON writes the number.
+fn narrow_key(v: &serde_json::Value) -> String {
+    format!("{} {} {} {:x}", v["thing"], v["quantity"], v["phenomenonTime"], v["result"].as_f64().unwrap().to_bits())
+}
+
+/// Every record of `topic` (read_uncommitted, from the beginning) by
+/// `narrow_key`, counted.
+fn topic_records(servers: &str, topic: &str) -> BTreeMap<String, usize> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::Message;
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", servers)
+        .set("group.id", unique_name("count"))
+        .create()
+        .unwrap();
+    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(30)).unwrap();
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    let mut end = 0;
+    for p in metadata.topics()[0].partitions() {
+        tpl.add_partition_offset(topic, p.id(), rdkafka::Offset::Beginning).unwrap();
+        end += consumer.fetch_watermarks(topic, p.id(), Duration::from_secs(10)).unwrap().1;
+    }
+    consumer.assign(&tpl).unwrap();
+    let mut records = BTreeMap::new();
+    let (mut read, deadline) = (0, Instant::now() + Duration::from_secs(60));
+    while read < end && Instant::now() < deadline {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
+            let v: serde_json::Value = serde_json::from_slice(m.payload().unwrap()).unwrap();
+            *records.entry(narrow_key(&v)).or_default() += 1;
+            read += 1;
+        }
+    }
+    records
+}
+
+/// A Kafka under a fault test: where it is, how its topics are made, and
+/// the fault, begun while machine data flows and ended 8 s later.
+trait KafkaFault {
+    fn servers(&self) -> String;
+    /// Makes a topic, replicated as this Kafka can.
+    fn create(&self, topic: &str, partitions: i32);
+    fn replication(&self) -> i32;
+    fn begin(&mut self, raw: &str);
+    fn end(&mut self);
+}
+
+/// The single broker stopped (SIGTERM), then started on the same data.
+struct SingleBrokerDown(KafkaBroker);
+
+impl KafkaFault for SingleBrokerDown {
+    fn servers(&self) -> String {
+        self.0.bootstrap_servers()
+    }
+    fn create(&self, topic: &str, partitions: i32) {
+        self.0.create_topic(topic, partitions).unwrap();
+    }
+    fn replication(&self) -> i32 {
+        1
+    }
+    fn begin(&mut self, _raw: &str) {
+        self.0.stop();
+    }
+    fn end(&mut self) {
+        self.0.restart().unwrap();
+    }
+}
+
+/// In a three-broker cluster (replication 3, min.insync.replicas 2), the
+/// leader of the raw partition with the most data SIGKILLed, then started.
+struct LeaderKilled(KafkaCluster, Option<usize>);
+
+impl KafkaFault for LeaderKilled {
+    fn servers(&self) -> String {
+        self.0.bootstrap_servers()
+    }
+    fn create(&self, topic: &str, partitions: i32) {
+        self.0.create_topic(topic, partitions).unwrap();
+    }
+    fn replication(&self) -> i32 {
+        3
+    }
+    fn begin(&mut self, raw: &str) {
+        use rdkafka::consumer::{BaseConsumer, Consumer};
+        let client: BaseConsumer = rdkafka::ClientConfig::new().set("bootstrap.servers", self.servers()).create().unwrap();
+        let metadata = client.fetch_metadata(Some(raw), Duration::from_secs(10)).unwrap();
+        let partition = (0..3).max_by_key(|p| client.fetch_watermarks(raw, *p, Duration::from_secs(10)).unwrap().1).unwrap();
+        let leader = metadata.topics()[0].partitions().iter().find(|p| p.id() == partition).unwrap().leader();
+        let port = metadata.brokers().iter().find(|b| b.id() == leader).unwrap().port() as u16;
+        let node = (0..KafkaCluster::NODES).find(|&i| self.0.port(i) == port).unwrap();
+        self.0.kill_node(node);
+        self.1 = Some(node);
+    }
+    fn end(&mut self) {
+        self.0.restart_node(self.1.take().unwrap()).unwrap();
+    }
+}
+
+/// The three stages on Kafka through `kafka`'s fault, begun after the first
+/// 2,000 messages and ended 8 s later while the rest flows; a stage that
+/// exits is started again, as Kubernetes would. The raw topic then holds
+/// every narrow record exactly once (ingest lost and doubled nothing), and
+/// InfluxDB every quantity and joined point (export).
+fn three_stages_through(kafka: &mut dyn KafkaFault) {
+    let mqtt = require!(Mosquitto::start());
+    let influx = require!(InfluxDb::start());
+    let servers = kafka.servers();
+    let dir = tempfile::tempdir().unwrap();
+    let db = unique_name("fault").replace('-', "_");
+    let (raw, joined, dead) = (unique_name("raw"), unique_name("joined"), unique_name("dead"));
+    kafka.create(&raw, 3);
+    kafka.create(&joined, 3);
+    kafka.create(&dead, 1);
+    let path = config(dir.path(), &mqtt, &influx, &db);
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    let rf = kafka.replication();
+    text.push_str(&format!(
+        "kafka:\n  bootstrapServers: \"{servers}\"\n  groupId: \"{}\"\n  topics:\n    raw: {{name: \"{raw}\", partitions: 3, replicationFactor: {rf}}}\n    joined: {{name: \"{joined}\", partitions: 3, replicationFactor: {rf}}}\n    deadLetter: {{name: \"{dead}\", partitions: 1, replicationFactor: {rf}}}\n",
+        unique_name("g")
+    ));
+    std::fs::write(&path, text).unwrap();
+    let stages = ["export", "join", "ingest"];
+    let mut workers: Vec<Worker> = stages.iter().map(|s| Worker::start_stage(&path, Some(s))).collect();
+    let mut exits: Vec<String> = Vec::new();
+    let supervise = |workers: &mut Vec<Worker>, exits: &mut Vec<String>| {
+        for (i, w) in workers.iter_mut().enumerate() {
+            if let Some(status) = w.child.try_wait().unwrap() {
+                exits.push(format!("{} {status}", stages[i]));
+                assert!(exits.len() <= 10, "stages exited more than 10 times: {exits:?}");
+                *w = Worker::start_stage(&path, Some(stages[i]));
+            }
+        }
+    };
+
+    // The first 2,000 messages, then the fault while the rest flows.
+    let mut lines: Vec<(i64, String)> = std::fs::read_to_string(WIDE)
+        .unwrap()
+        .lines()
+        .map(|l| (serde_json::from_str::<serde_json::Value>(l).unwrap()["Timestamp"].as_i64().unwrap(), l.to_string()))
+        .collect();
+    lines.sort_by_key(|(t, _)| *t);
+    let (first, rest) = (dir.path().join("first.jsonl"), dir.path().join("rest.jsonl"));
+    std::fs::write(&first, lines[..2000].iter().map(|l| l.1.as_str()).collect::<Vec<_>>().join("\n")).unwrap();
+    std::fs::write(&rest, lines[2000..].iter().map(|l| l.1.as_str()).collect::<Vec<_>>().join("\n")).unwrap();
+    simulate(&mqtt, &["--file", first.to_str().unwrap()]);
+    kafka.begin(&raw);
+    let publisher = {
+        let (url, rest) = (mqtt.url(), rest.to_str().unwrap().to_string());
+        std::thread::spawn(move || {
+            let out = Command::new(WORKER).args(["simulate", "--url", &url, "--rate", "1000", "--file", &rest]).output().unwrap();
+            assert!(out.status.success(), "simulate failed: {}", String::from_utf8_lossy(&out.stderr));
+        })
+    };
+    let down = Instant::now();
+    while down.elapsed() < Duration::from_secs(8) {
+        supervise(&mut workers, &mut exits);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    kafka.end();
+    while !publisher.is_finished() {
+        supervise(&mut workers, &mut exits);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    publisher.join().unwrap();
+    let want = expected();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while counts(&influx, &db) != want {
+        supervise(&mut workers, &mut exits);
+        assert!(Instant::now() < deadline, "InfluxDB has\n{:?}\nwant\n{want:?}\nstage exits: {exits:?}", counts(&influx, &db));
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let mut narrow: BTreeMap<String, usize> = BTreeMap::new();
+    for line in std::fs::read_to_string(NARROW).unwrap().lines() {
+        *narrow.entry(narrow_key(&serde_json::from_str::<serde_json::Value>(line).unwrap())).or_default() += 1;
+    }
+    let in_raw = topic_records(&servers, &raw);
+    let doubled = in_raw.values().filter(|n| **n > 1).count();
+    let missing = narrow.keys().filter(|k| !in_raw.contains_key(*k)).count();
+    eprintln!("stage exits: {exits:?}; raw topic: {} records, {} distinct", in_raw.values().sum::<usize>(), in_raw.len());
+    assert_eq!((doubled, missing), (0, 0), "raw topic: {doubled} records doubled, {missing} missing");
+    assert_eq!(in_raw, narrow);
+    for w in workers {
+        assert!(w.stop().success());
+    }
+}
+
+#[test]
+fn three_stages_survive_the_kafka_broker_down_for_8_seconds() {
+    if !shared_file_present() {
+        return;
+    }
+    three_stages_through(&mut SingleBrokerDown(require!(KafkaBroker::start())));
+}
+
+#[test]
+fn three_stages_survive_the_raw_leader_killed_in_a_three_broker_cluster() {
+    if !shared_file_present() {
+        return;
+    }
+    three_stages_through(&mut LeaderKilled(require!(KafkaCluster::start()), None));
 }

@@ -408,7 +408,19 @@ fn send(producer: &ThreadedProducer<DefaultProducerContext>, topic: &str, key: &
 fn committed_position<C: ConsumerContext>(consumer: &BaseConsumer<C>, topic: &str, partition: i32) -> anyhow::Result<CommitPosition> {
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition(topic, partition);
-    let committed = consumer.committed_offsets(tpl, TIMEOUT)?;
+    // The group coordinator may have just gone (its broker died): retried
+    // while another broker takes over, within the timeout.
+    let started = Instant::now();
+    let committed = loop {
+        match consumer.committed_offsets(tpl.clone(), TIMEOUT) {
+            Ok(c) => break c,
+            Err(e) if started.elapsed() < TIMEOUT => {
+                tracing::warn!(topic, partition, error = %e, "cannot read the committed position yet; retrying");
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            Err(e) => anyhow::bail!("cannot read the committed position of {topic}/{partition}: {e}"),
+        }
+    };
     let metadata = committed.elements().first().map(|e| e.metadata().to_string()).unwrap_or_default();
     if metadata.is_empty() {
         return Ok(CommitPosition::default());

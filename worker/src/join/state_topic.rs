@@ -80,7 +80,19 @@ pub fn reader(kafka: &KafkaConfig) -> anyhow::Result<BaseConsumer> {
 /// held records, in offset order. Reads to the end (waiting, for at most 30
 /// s, for a transaction a dead predecessor left open to be aborted).
 pub fn read(reader: &BaseConsumer, topic: &str, partition: i32) -> anyhow::Result<BTreeMap<i64, Vec<u8>>> {
-    let (low, high) = reader.fetch_watermarks(topic, partition, TIMEOUT)?;
+    // A broker that just went away fails the first calls (its handle is
+    // destroyed under them): retried within the timeout, not fatal.
+    let started = Instant::now();
+    let (low, high) = loop {
+        match reader.fetch_watermarks(topic, partition, TIMEOUT) {
+            Ok(w) => break w,
+            Err(e) if started.elapsed() < TIMEOUT => {
+                tracing::warn!(topic, partition, error = %e, "cannot ask for the join state's offsets yet; retrying");
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            Err(e) => anyhow::bail!("cannot ask for the offsets of the join state {topic}/{partition}: {e}"),
+        }
+    };
     let mut held = BTreeMap::new();
     if high <= low {
         return Ok(held);
@@ -88,7 +100,6 @@ pub fn read(reader: &BaseConsumer, topic: &str, partition: i32) -> anyhow::Resul
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition_offset(topic, partition, Offset::Beginning)?;
     reader.assign(&tpl)?;
-    let started = Instant::now();
     let result = loop {
         if started.elapsed() > TIMEOUT {
             break Err(anyhow::anyhow!("cannot read the join state {topic}/{partition} to its end ({high}) within {TIMEOUT:?}"));
@@ -105,7 +116,7 @@ pub fn read(reader: &BaseConsumer, topic: &str, partition: i32) -> anyhow::Resul
                     None => held.remove(&offset),
                 };
             }
-            Some(Err(e)) => break Err(anyhow::anyhow!("cannot read the join state {topic}/{partition}: {e}")),
+            Some(Err(e)) => tracing::warn!(topic, partition, error = %e, "reading the join state: retrying"),
             None => {}
         }
         // Transaction markers take offsets but are never delivered: the
