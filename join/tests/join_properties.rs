@@ -67,6 +67,9 @@ fn interleave(l: &[Time], r: &[Time], choices: &[bool]) -> Vec<(Side, usize)> {
 struct Run {
     pairs: Vec<(usize, usize)>,
     max_excess_state: isize,
+    /// The first arrival after which the pairs emitted so far were not the
+    /// spec's pairs of the records arrived so far: (arrivals, got, wanted).
+    wrong_after: Option<(usize, BTreeSet<(usize, usize)>, BTreeSet<(usize, usize)>)>,
 }
 
 fn run(l: &[Time], r: &[Time], order: &[(Side, usize)], options: &PairingOptions, complete: bool) -> Run {
@@ -74,13 +77,25 @@ fn run(l: &[Time], r: &[Time], order: &[(Side, usize)], options: &PairingOptions
     let mut pairs = Vec::new();
     let mut max_excess_state = isize::MIN;
     let (mut newest_l, mut newest_r) = (Time::MIN, Time::MIN);
+    let (mut nl, mut nr) = (0, 0);
+    let mut wrong_after = None;
     for (seq, &(side, i)) in order.iter().enumerate() {
         let t = if side == Side::Left { l[i] } else { r[i] };
         key.push(side, t, seq as u64, (side, i), options, &mut |p| pairs.push((p.left.1, p.right.1))).unwrap();
         if side == Side::Left {
-            newest_l = t
+            newest_l = t;
+            nl += 1;
         } else {
-            newest_r = t
+            newest_r = t;
+            nr += 1;
+        }
+        // As soon as certain: after every arrival, exactly the pairs that the
+        // records arrived so far make certain.
+        if wrong_after.is_none() {
+            let (got, want): (BTreeSet<_>, _) = (pairs.iter().copied().collect(), brute_force(&l[..nl], &r[..nr], options, false));
+            if got != want {
+                wrong_after = Some((seq + 1, got, want));
+            }
         }
         // What the spec lets a key hold: each side's records at or after the
         // other side's newest, plus one before.
@@ -93,7 +108,7 @@ fn run(l: &[Time], r: &[Time], order: &[(Side, usize)], options: &PairingOptions
     if complete {
         key.complete(u64::MAX, options, &mut |p| pairs.push((p.left.1, p.right.1)));
     }
-    Run { pairs, max_excess_state }
+    Run { pairs, max_excess_state, wrong_after }
 }
 
 fn sorted_series(max_len: usize) -> impl Strategy<Value = Vec<Time>> {
@@ -126,6 +141,7 @@ proptest! {
             let set: BTreeSet<_> = got.pairs.iter().copied().collect();
             prop_assert_eq!(set.len(), got.pairs.len(), "a pair was emitted twice: {:?}", got.pairs);
             prop_assert_eq!(&set, &want);
+            prop_assert!(got.wrong_after.is_none(), "not the spec's pairs after every arrival (arrivals, got, wanted): {:?}", got.wrong_after);
             prop_assert!(got.max_excess_state <= 0, "state held {} records more than needed", got.max_excess_state);
         }
     }

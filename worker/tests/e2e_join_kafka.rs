@@ -5,7 +5,7 @@
 
 mod spec_pairs;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
@@ -124,6 +124,44 @@ fn stream_with_quiet_machines(records: usize, seed: u64) -> Vec<Value> {
         .collect()
 }
 
+/// Like `stream` over twelve machines (every raw partition gets some), with
+/// bad input mixed in: a late record (older than its quantity's last) every
+/// 300th, a malformed one every 500th, and a speed or torque of 1e308 every
+/// 700th, whose pairs are not finite numbers. Returns the stream and what
+/// the join must make of it: the records it joins, and the dead letters by
+/// reason.
+fn stream_with_bad_input(records: usize, seed: u64) -> (Vec<Value>, Vec<Value>, BTreeMap<&'static str, usize>) {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let things: Vec<String> = (0..12).map(|m| format!("M{m:04}")).collect();
+    let mut clock = [1_554_096_380_000i64; 12];
+    let mut last: BTreeMap<(usize, &str), i64> = BTreeMap::new();
+    let (mut all, mut joinable) = (Vec::new(), Vec::new());
+    let mut dead = BTreeMap::from([("late", 0), ("malformed_json", 0)]);
+    for i in 0..records {
+        if i % 500 == 499 {
+            all.push(Value::String(format!("{{\"thing\":\"M0001\",\"quantity\":\"actSpeed_C11\",oops {i}")));
+            *dead.get_mut("malformed_json").unwrap() += 1;
+            continue;
+        }
+        let m = rng.random_range(0..things.len());
+        let quantity = ["actSpeed_C11", "vaTorque_C11", "actSpeed_C12", "vaTorque_C12"][rng.random_range(0..4)];
+        if i % 300 == 299 {
+            if let Some(t) = last.get(&(m, quantity)) {
+                all.push(json!({"thing": things[m], "quantity": quantity, "phenomenonTime": t - 1, "result": i as f64}));
+                *dead.get_mut("late").unwrap() += 1;
+                continue;
+            }
+        }
+        clock[m] += rng.random_range(0..3);
+        let result = if i % 700 == 699 { 1e308 } else { i as f64 - 5000.0 };
+        let record = json!({"thing": things[m], "quantity": quantity, "phenomenonTime": clock[m], "result": result});
+        last.insert((m, quantity), clock[m]);
+        all.push(record.clone());
+        joinable.push(record);
+    }
+    (all, joinable, dead)
+}
+
 /// Produces the stream to the raw topic over about `over`, keyed by thing.
 fn feed(servers: String, topic: String, records: Vec<Value>, over: Duration) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
@@ -132,8 +170,9 @@ fn feed(servers: String, topic: String, records: Vec<Value>, over: Duration) -> 
         let chunk = (records.len() / 50).max(1);
         for part in records.chunks(chunk) {
             for r in part {
-                let value = r.to_string();
-                let key = r["thing"].as_str().unwrap().to_string();
+                // A JSON string stands for bytes sent as they are (malformed input).
+                let value = r.as_str().map_or_else(|| r.to_string(), str::to_string);
+                let key = r["thing"].as_str().unwrap_or("R0815").to_string();
                 producer.send(BaseRecord::to(&topic).key(&key).payload(&value)).map_err(|(e, _)| e).unwrap();
             }
             producer.flush(Duration::from_secs(30)).unwrap();
@@ -309,7 +348,7 @@ fn positions_that_went_back(log: &Path) -> (String, Vec<String>) {
 fn explain_raw(servers: &str, topic: &str, produced: usize) -> String {
     let mut seen = std::collections::HashMap::<String, usize>::new();
     read_until_quiet(&reader(servers, topic, "read_uncommitted"), |m| {
-        let v: Value = serde_json::from_slice(m.payload().unwrap()).unwrap();
+        let v: Value = serde_json::from_slice(m.payload().unwrap()).unwrap_or_default();
         *seen.entry(v["result"].to_string()).or_default() += 1;
     });
     let doubled = seen.values().filter(|n| **n > 1).count();
@@ -399,6 +438,53 @@ fn check_exactly_once(servers: &str, topics: &Topics, log: &Path, produced: usiz
     }
     check(pairs, want);
     assert!(went_back.is_empty(), "committed positions went back: {went_back:?}");
+}
+
+/// The SIGKILL test with bad input mixed in: late records (their offsets go
+/// into the commit metadata, so that a replay skips them again), malformed
+/// ones and pairs that are not finite numbers. The joined topic holds
+/// exactly the finite pairs of the joinable records, and the dead-letter
+/// topic (read_committed) each bad input exactly once, with its reason.
+#[test]
+fn sigkill_with_late_malformed_and_infinite_input_dead_letters_each_once() {
+    let broker = require!(KafkaBroker::start());
+    let servers = broker.bootstrap_servers();
+    let topics = setup(&broker);
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), &broker, &topics);
+    let (records, joinable, mut want_dead) = stream_with_bad_input(12_000, 9);
+    let produced = records.len();
+    let all_pairs = spec(&joinable);
+    let finite = |p: &Pair| (f64::from_bits(p.3) * f64::from_bits(p.6)).is_finite();
+    let want: BTreeSet<Pair> = all_pairs.iter().filter(|p| finite(p)).cloned().collect();
+    want_dead.insert("non_finite_value", all_pairs.len() - want.len());
+    assert!(want_dead.values().all(|n| *n > 0), "the stream must hold every kind of bad input: {want_dead:?}");
+    let feeder = feed(servers.clone(), topics.raw.clone(), records, Duration::from_secs(24));
+    let mut rng = rand::rngs::StdRng::seed_from_u64(4);
+    let log = dir.path().join("workers.log");
+    for kill in 1..=8 {
+        let before = commits_in(&log);
+        let mut worker = Worker::start_logged(&config, "bad", &log);
+        worker.wait_for_commit(&log, before);
+        std::thread::sleep(Duration::from_millis(rng.random_range(300..1200)));
+        worker.kill();
+        assert!(!feeder.is_finished(), "input was all produced before kill {kill}: the kills must land mid-stream");
+    }
+    feeder.join().unwrap();
+    let _last = Worker::start_logged(&config, "bad", &log);
+    for p in 0..3 {
+        let (_, high) = reader(&servers, &topics.raw, "read_uncommitted").fetch_watermarks(&topics.raw, p, Duration::from_secs(10)).unwrap();
+        assert!(high > 0, "raw partition {p} got no records: the keys must cover every partition");
+    }
+    check_exactly_once(&servers, &topics, &log, produced, &want);
+    let mut dead: BTreeMap<String, usize> = BTreeMap::new();
+    read_until_quiet(&reader(&servers, &topics.dead, "read_committed"), |m| {
+        let letter: Value = serde_json::from_slice(m.payload().unwrap()).unwrap();
+        *dead.entry(letter["reason"].as_str().unwrap().to_string()).or_default() += 1;
+    });
+    let want_dead: BTreeMap<String, usize> = want_dead.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+    eprintln!("{} pairs joined; dead letters by reason {dead:?}, wanted {want_dead:?}", want.len());
+    assert_eq!(dead, want_dead, "dead letters by reason");
 }
 
 #[test]

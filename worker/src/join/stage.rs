@@ -87,7 +87,8 @@ impl PartitionState {
     fn commit_position(&mut self, partition: i32, replay_limit: u64) -> (i64, CommitPosition) {
         let oldest = self.joiner.min_retained_seq().map(|s| s as i64).unwrap_or(self.next).min(self.next);
         // Held records older than this go to the state topic instead.
-        let oldest = oldest.max(self.next.saturating_sub(replay_limit as i64)).max(self.rebuilt_from.min(self.next));
+        let limit = i64::try_from(replay_limit).unwrap_or(i64::MAX);
+        let oldest = oldest.max(self.next.saturating_sub(limit)).max(self.rebuilt_from.min(self.next));
         self.late.retain(|o| *o >= oldest);
         if self.late.len() > MAX_LATE_IN_METADATA {
             tracing::warn!(partition, late = self.late.len(), "too many late records to remember; a replay may join some of them");
@@ -552,6 +553,7 @@ mod tests {
         assert_eq!(s.joiner.min_retained_seq(), Some(1010));
         assert_eq!(s.commit_position(0, 1_000).0, 1010, "within the limit: the oldest held record");
         assert_eq!(s.commit_position(0, 50).0, 1050, "50 records behind the position at most");
+        assert_eq!(s.commit_position(0, u64::MAX).0, 1010, "a limit past i64 is no limit (and never past the position)");
         let held = s.joiner.held_before(1050);
         assert_eq!(held.keys().copied().collect::<Vec<_>>(), vec![1010], "what the state topic must keep");
         assert_eq!(held[&1010].rules, vec!["power".to_string()]);
