@@ -56,6 +56,11 @@ pub struct StreamPipelineSpec {
     /// Scale every worker to zero while keeping topics, broker and Grafana.
     #[serde(default)]
     pub suspend: bool,
+    /// Who sets the user and group ids of the Pods: `Operator` (each
+    /// image's own non-root user, the default) or `Platform` (none set, for
+    /// platforms such as OpenShift that assign them).
+    #[serde(default)]
+    pub user_ids: crate::children::pod_security::UserIds,
 }
 
 /// Whether topics outlive their pipeline.

@@ -6,19 +6,20 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
-    ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, HTTPGetAction, KeyToPath, PodSecurityContext,
-    PodSpec, PodTemplateSpec, Probe, Secret, Service, Volume, VolumeMount,
+    ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, HTTPGetAction, KeyToPath, PodSpec, PodTemplateSpec, Probe, Secret, Service, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
 
 use super::dashboards::{self, Datasource, INFLUXDB, PROMETHEUS};
-use super::{labels, metadata, secret_env};
+use super::{labels, metadata, pod_security, secret_env};
 use crate::crd::StreamPipeline;
 
 pub const PORT: i32 = 3000;
 const COMPONENT: &str = "grafana";
+/// The Grafana image's own non-root user.
+const GRAFANA_USER: i64 = 472;
 const DEFAULT_IMAGE: &str = "grafana/grafana:11.3.0";
 
 pub fn name(p: &StreamPipeline) -> String {
@@ -116,10 +117,13 @@ pub fn deployment(p: &StreamPipeline) -> Deployment {
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta { labels: Some(selector), ..Default::default() }),
                 spec: Some(PodSpec {
-                    security_context: Some(PodSecurityContext { run_as_non_root: Some(true), run_as_user: Some(472), fs_group: Some(472), ..Default::default() }),
+                    security_context: Some(pod_security::pod(p.spec.user_ids, GRAFANA_USER)),
                     containers: vec![Container {
                         name: "grafana".into(),
                         image: Some(p.spec.grafana.image.clone().unwrap_or_else(|| DEFAULT_IMAGE.into())),
+                        // Writable root: Grafana's image writes outside its
+                        // data volume (logs, plugin and temp files).
+                        security_context: Some(pod_security::container(false)),
                         env: Some(env),
                         ports: Some(vec![ContainerPort { name: Some("http".into()), container_port: PORT, protocol: Some("TCP".into()), ..Default::default() }]),
                         readiness_probe: Some(Probe {

@@ -18,6 +18,7 @@ pub mod workers;
 pub mod mosquitto;
 pub mod dashboards;
 pub mod grafana;
+pub mod pod_security;
 
 /// Every child a valid pipeline wants, built by [`build`].
 pub struct Children {

@@ -5,21 +5,23 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy};
 use k8s_openapi::api::core::v1::{
-    Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, PersistentVolumeClaim,
-    PersistentVolumeClaimSpec, PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SecretVolumeSource,
-    SecurityContext, Service, TCPSocketAction, Volume, VolumeMount, VolumeResourceRequirements,
+    ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, PersistentVolumeClaim,
+    PersistentVolumeClaimSpec, PersistentVolumeClaimVolumeSource, PodSpec, PodTemplateSpec, Probe, SecretVolumeSource,
+    Service, TCPSocketAction, Volume, VolumeMount, VolumeResourceRequirements,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
 
-use super::{labels, metadata};
+use super::{labels, metadata, pod_security};
 use crate::crd::StreamPipeline;
 
 pub const MQTT_PORT: i32 = 1883;
 const COMPONENT: &str = "mosquitto";
 const DEFAULT_IMAGE: &str = "eclipse-mosquitto:2.0";
+/// The Mosquitto image's own non-root user.
+const BROKER_USER: i64 = 1883;
 
 pub fn name(p: &StreamPipeline) -> String {
     format!("{}-mosquitto", p.name_any())
@@ -113,19 +115,12 @@ pub fn deployment(p: &StreamPipeline) -> Deployment {
                         readiness_probe: Some(probe.clone()),
                         liveness_probe: Some(probe),
                         volume_mounts: Some(mounts),
-                        security_context: Some(SecurityContext {
-                            run_as_non_root: Some(true),
-                            run_as_user: Some(1883),
-                            read_only_root_filesystem: Some(true),
-                            allow_privilege_escalation: Some(false),
-                            capabilities: Some(Capabilities { drop: Some(vec!["ALL".into()]), ..Default::default() }),
-                            ..Default::default()
-                        }),
+                        security_context: Some(pod_security::container(true)),
                         ..Default::default()
                     }],
                     volumes: Some(volumes),
-                    // The claim's files belong to the broker's group.
-                    security_context: Some(PodSecurityContext { fs_group: Some(1883), ..Default::default() }),
+                    // The claim's files belong to the broker's group (fsGroup).
+                    security_context: Some(pod_security::pod(p.spec.user_ids, BROKER_USER)),
                     ..Default::default()
                 }),
             },

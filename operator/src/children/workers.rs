@@ -13,8 +13,8 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
 use k8s_openapi::api::core::v1::{
-    Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction,
-    ObjectFieldSelector, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SecurityContext, Service,
+    ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction,
+    ObjectFieldSelector, PodSpec, PodTemplateSpec, Probe, Service,
     Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -22,11 +22,13 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
 use sha2::{Digest, Sha256};
 
-use super::{labels, metadata, secret_env};
+use super::{labels, metadata, pod_security, secret_env};
 use crate::crd::{StageSpec, StreamPipeline};
 
 /// Where the worker reads its configuration inside the Pod.
 pub const CONFIG_DIR: &str = "/etc/millrace";
+/// The worker image's own non-root user (distroless `nonroot`).
+pub const WORKER_USER: i64 = 65532;
 pub const CONFIG_FILE: &str = "pipeline.yaml";
 /// Port of `/metrics`, `/healthz` and `/readyz`.
 pub const METRICS_PORT: i32 = 9090;
@@ -175,13 +177,7 @@ pub fn stateful_set(p: &StreamPipeline, stage: Stage, config_hash: &str, mqtt_se
         liveness_probe: Some(http_probe("/healthz", 10)),
         readiness_probe: Some(http_probe("/readyz", 5)),
         resources: stage.spec(p).resources.clone(),
-        security_context: Some(SecurityContext {
-            run_as_non_root: Some(true),
-            read_only_root_filesystem: Some(true),
-            allow_privilege_escalation: Some(false),
-            capabilities: Some(Capabilities { drop: Some(vec!["ALL".into()]), ..Default::default() }),
-            ..Default::default()
-        }),
+        security_context: Some(pod_security::container(true)),
         volume_mounts: Some(vec![VolumeMount { name: "config".into(), mount_path: CONFIG_DIR.into(), read_only: Some(true), ..Default::default() }]),
         ..Default::default()
     };
@@ -205,12 +201,7 @@ pub fn stateful_set(p: &StreamPipeline, stage: Stage, config_hash: &str, mqtt_se
                 }),
                 spec: Some(PodSpec {
                     containers: vec![container],
-                    security_context: Some(PodSecurityContext {
-                        run_as_non_root: Some(true),
-                        run_as_user: Some(65532),
-                        run_as_group: Some(65532),
-                        ..Default::default()
-                    }),
+                    security_context: Some(pod_security::pod(p.spec.user_ids, WORKER_USER)),
                     volumes: Some(vec![Volume {
                         name: "config".into(),
                         config_map: Some(ConfigMapVolumeSource { name: format!("{}-worker", p.name_any()), ..Default::default() }),
