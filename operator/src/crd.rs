@@ -20,7 +20,9 @@ use serde::{Deserialize, Serialize};
     version = "v1alpha1",
     kind = "StreamPipeline",
     plural = "streampipelines",
-    shortname = "pipeline",
+    // Not `pipeline`: Tekton's Pipelines have it, and a cluster with both
+    // would answer `kubectl get pipeline` with only one of them.
+    shortname = "mrp",
     category = "millrace",
     namespaced,
     status = "StreamPipelineStatus",

@@ -51,6 +51,15 @@ async fn the_api_server_takes_a_pipeline_and_explains_its_fields() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(text.contains("Join rules"), "{text}");
     assert!(text.contains("expression"), "{text}");
+
+    // The short name (not Tekton's `pipeline`) finds it.
+    let out = std::process::Command::new(&kubectl)
+        .arg("--kubeconfig")
+        .arg(kube.kubeconfig_path())
+        .args(["-n", &ns, "get", "mrp", "-o", "name"])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "streampipeline.millrace.io/plant-1", "{}", String::from_utf8_lossy(&out.stderr));
 }
 
 #[tokio::test]
