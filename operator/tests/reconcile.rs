@@ -318,10 +318,13 @@ async fn a_resync_of_an_unchanged_pipeline_only_reads() {
     // Every kind of child: workers, a managed broker with a claim, Grafana.
     let raw = unique_name("raw");
     let mut spec = example("steady");
-    spec["spec"]["mosquitto"] = serde_json::json!({"managed": true, "persistenceSize": "1Gi"});
+    spec["spec"]["mosquitto"] = serde_json::json!({"managed": true, "persistenceSize": "1Gi", "nodePort": 31883});
     spec["spec"]["grafana"] = serde_json::json!({"enabled": true});
+    // Quantities the server stores in another form (0.5 -> 500m).
+    spec["spec"]["workers"]["join"]["resources"] = serde_json::json!({"limits": {"cpu": "0.5", "memory": "256Mi"}, "requests": {"cpu": "0.25"}});
     spec["spec"]["pipeline"]["kafka"] = serde_json::json!({
         "bootstrapServers": broker.bootstrap_servers(),
+        "groupId": unique_name("g"),
         "topics": {"raw": {"name": raw, "partitions": 2, "config": {"retention.ms": "3600000"}}, "joined": {"name": unique_name("joined")}, "deadLetter": {"name": unique_name("dead")}}
     });
     let pipelines: Api<StreamPipeline> = Api::namespaced(client.clone(), &ns);
@@ -355,6 +358,19 @@ async fn a_resync_of_an_unchanged_pipeline_only_reads() {
     assert!(writes.iter().all(|(m, _)| m == "PATCH"), "{writes:?}");
     assert!(writes.iter().any(|(_, path)| path.ends_with("/statefulsets/steady-join")), "{writes:?}");
     assert_eq!(workers.get("steady-join").await.unwrap().spec.unwrap().replicas, Some(2));
+
+    // A field removed from the spec leaves the child: no node port any more.
+    let services: Api<Service> = Api::namespaced(client.clone(), &ns);
+    assert_eq!(services.get("steady-mosquitto").await.unwrap().spec.unwrap().ports.unwrap()[0].node_port, Some(31883));
+    let closed = serde_json::json!({"spec": {"mosquitto": {"nodePort": null}}});
+    pipelines.patch("steady", &PatchParams::default(), &Patch::Merge(&closed)).await.unwrap();
+    reconcile(Arc::new(DeserializeGuard(Ok(pipelines.get("steady").await.unwrap()))), ctx.clone()).await.unwrap();
+    let service = services.get("steady-mosquitto").await.unwrap().spec.unwrap();
+    assert_eq!(service.type_.as_deref(), Some("ClusterIP"));
+    assert_eq!(service.ports.unwrap()[0].node_port, None, "the broker is no longer exposed on every node");
+    log.take();
+    reconcile(Arc::new(DeserializeGuard(Ok(pipelines.get("steady").await.unwrap()))), ctx.clone()).await.unwrap();
+    assert_eq!(log.writes(), Vec::<(String, String)>::new(), "and then a resync writes nothing again");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
