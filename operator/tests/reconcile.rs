@@ -84,7 +84,12 @@ async fn a_pipeline_gets_its_workers_topics_and_conditions() {
     assert_eq!(partitions(&broker.bootstrap_servers(), &raw), 3);
     // The join state topic: named after the group, raw's partitions, compacted.
     let state = format!("{group}.join-state");
-    assert_eq!(partitions(&broker.bootstrap_servers(), &state), 3);
+    // Created just now: the broker's metadata may show it a moment later.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while partitions(&broker.bootstrap_servers(), &state) != 3 {
+        assert!(Instant::now() < deadline, "the join state topic has {} partitions, not 3", partitions(&broker.bootstrap_servers(), &state));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     assert_eq!(topic_config(&broker.bootstrap_servers(), &state, "cleanup.policy").await.as_deref(), Some("compact"));
     assert_eq!(p.status.as_ref().unwrap().topics_summary.as_deref(), Some("4/4 ready"));
     let workers: Api<StatefulSet> = Api::namespaced(client.clone(), &ns);

@@ -8,12 +8,12 @@ use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
     ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, HTTPGetAction, KeyToPath, PodSpec, PodTemplateSpec, Probe, Secret, Service, Volume, VolumeMount,
 };
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
 
 use super::dashboards::{self, Datasource, INFLUXDB, PROMETHEUS};
-use super::{labels, metadata, pod_security, secret_env};
+use super::{labels, metadata, pod_security, secret_env, template_metadata};
 use crate::crd::StreamPipeline;
 
 pub const PORT: i32 = 3000;
@@ -102,20 +102,18 @@ pub fn deployment(p: &StreamPipeline) -> Deployment {
         ..Default::default()
     };
     let dashboard_items = dashboard_files(p).into_iter().map(|(f, _)| KeyToPath { key: f.clone(), path: f, ..Default::default() }).collect();
-    let mount = |n: &str, path: &str, sub: &str| VolumeMount {
-        name: n.into(),
-        mount_path: path.into(),
-        sub_path: Some(sub.into()),
-        read_only: Some(true),
-        ..Default::default()
-    };
+    // Whole directories, one key each: a subPath mount would never see a
+    // changed ConfigMap.
+    let only = |key: &str| Some(vec![KeyToPath { key: key.into(), path: key.into(), ..Default::default() }]);
+    let mount = |n: &str, path: &str| VolumeMount { name: n.into(), mount_path: path.into(), read_only: Some(true), ..Default::default() };
     Deployment {
         metadata: metadata(p, name(p), COMPONENT),
         spec: Some(DeploymentSpec {
             replicas: Some(1),
             selector: LabelSelector { match_labels: Some(selector.clone()), ..Default::default() },
             template: PodTemplateSpec {
-                metadata: Some(ObjectMeta { labels: Some(selector), ..Default::default() }),
+                // Grafana reads its provisioning at start: a change rolls it.
+                metadata: Some(template_metadata(selector, &provisioning(p))),
                 spec: Some(PodSpec {
                     security_context: Some(pod_security::pod(p.spec.user_ids, GRAFANA_USER)),
                     containers: vec![Container {
@@ -131,15 +129,16 @@ pub fn deployment(p: &StreamPipeline) -> Deployment {
                             ..Default::default()
                         }),
                         volume_mounts: Some(vec![
-                            mount("provisioning", "/etc/grafana/provisioning/datasources/datasource.yaml", "datasource.yaml"),
-                            mount("provisioning", "/etc/grafana/provisioning/dashboards/dashboards.yaml", "dashboards.yaml"),
+                            mount("datasources", "/etc/grafana/provisioning/datasources"),
+                            mount("providers", "/etc/grafana/provisioning/dashboards"),
                             VolumeMount { name: "dashboards".into(), mount_path: DASHBOARDS_DIR.into(), read_only: Some(true), ..Default::default() },
                             VolumeMount { name: "data".into(), mount_path: "/var/lib/grafana".into(), ..Default::default() },
                         ]),
                         ..Default::default()
                     }],
                     volumes: Some(vec![
-                        provisioning_volume("provisioning", None),
+                        provisioning_volume("datasources", only("datasource.yaml")),
+                        provisioning_volume("providers", only("dashboards.yaml")),
                         provisioning_volume("dashboards", Some(dashboard_items)),
                         Volume { name: "data".into(), empty_dir: Some(EmptyDirVolumeSource::default()), ..Default::default() },
                     ]),
@@ -178,6 +177,26 @@ mod tests {
         assert_eq!(join_panel["title"], "power: vaPower_$1");
         let query = join_panel["targets"][0]["query"].as_str().unwrap();
         assert!(query.contains(r#""quantity" =~ /^vaPower_.*$/"#), "{query}");
+    }
+
+    #[test]
+    fn provisioning_reaches_grafana_without_sub_path_mounts_and_a_change_rolls_it() {
+        let p = pipeline("{enabled: true}");
+        let template = deployment(&p).spec.unwrap().template;
+        let pod = template.spec.unwrap();
+        let mounts = pod.containers[0].volume_mounts.clone().unwrap();
+        assert!(mounts.iter().all(|m| m.sub_path.is_none()), "a subPath mount never sees a changed ConfigMap: {mounts:?}");
+        // Each provisioning directory holds its one file.
+        for (dir, file) in [("/etc/grafana/provisioning/datasources", "datasource.yaml"), ("/etc/grafana/provisioning/dashboards", "dashboards.yaml")] {
+            let m = mounts.iter().find(|m| m.mount_path == dir).unwrap_or_else(|| panic!("{dir} not mounted"));
+            let v = pod.volumes.as_ref().unwrap().iter().find(|v| v.name == m.name).unwrap();
+            let items = v.config_map.as_ref().unwrap().items.clone().unwrap();
+            assert_eq!((items.len(), items[0].key.as_str(), items[0].path.as_str()), (1, file, file));
+        }
+        let hash = template.metadata.unwrap().annotations.unwrap()[crate::children::CONFIG_HASH_ANNOTATION].clone();
+        assert_eq!(hash, crate::children::config_hash(&provisioning(&p)));
+        let other = deployment(&pipeline("{enabled: true, prometheus: {url: 'http://prom:9090'}}")).spec.unwrap().template.metadata.unwrap();
+        assert_ne!(other.annotations.unwrap()[crate::children::CONFIG_HASH_ANNOTATION], hash, "new provisioning, new template");
     }
 
     #[test]

@@ -9,6 +9,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, EnvVar, EnvVarSource, PersistentVolu
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::{Resource, ResourceExt};
+use sha2::{Digest, Sha256};
 
 use crate::crd::StreamPipeline;
 use crate::validate::ValidPipeline;
@@ -94,6 +95,33 @@ impl Children {
             wanted.extend([id(&g.provisioning), id(&g.service), id(&g.deployment)]);
         }
         wanted
+    }
+}
+
+/// The Pod template annotation holding [`config_hash`] of the ConfigMaps a
+/// Pod mounts: a changed ConfigMap changes the template, which rolls the Pods
+/// (a mounted ConfigMap's new content reaches a running program only if it
+/// rereads it).
+pub const CONFIG_HASH_ANNOTATION: &str = "millrace.io/config-hash";
+
+/// A short, stable hash of a ConfigMap's data, for the Pod template.
+pub fn config_hash(config: &ConfigMap) -> String {
+    let mut hasher = Sha256::new();
+    for (k, v) in config.data.iter().flatten() {
+        hasher.update(k.as_bytes());
+        hasher.update([0]);
+        hasher.update(v.as_bytes());
+        hasher.update([0]);
+    }
+    hex::encode(&hasher.finalize()[..8])
+}
+
+/// A Pod template's metadata: its selector labels and the hash of `config`.
+pub fn template_metadata(labels: BTreeMap<String, String>, config: &ConfigMap) -> ObjectMeta {
+    ObjectMeta {
+        labels: Some(labels),
+        annotations: Some(BTreeMap::from([(CONFIG_HASH_ANNOTATION.to_string(), config_hash(config))])),
+        ..Default::default()
     }
 }
 

@@ -10,11 +10,11 @@ use k8s_openapi::api::core::v1::{
     Service, TCPSocketAction, Volume, VolumeMount, VolumeResourceRequirements,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
 
-use super::{labels, metadata, pod_security};
+use super::{labels, metadata, pod_security, template_metadata};
 use crate::crd::StreamPipeline;
 
 pub const MQTT_PORT: i32 = 1883;
@@ -106,7 +106,8 @@ pub fn deployment(p: &StreamPipeline) -> Deployment {
             strategy: Some(DeploymentStrategy { type_: Some("Recreate".into()), ..Default::default() }),
             selector: LabelSelector { match_labels: Some(selector.clone()), ..Default::default() },
             template: PodTemplateSpec {
-                metadata: Some(ObjectMeta { labels: Some(selector), ..Default::default() }),
+                // mosquitto.conf changed: a new broker Pod reads it.
+                metadata: Some(template_metadata(selector, &config_map(p))),
                 spec: Some(PodSpec {
                     containers: vec![Container {
                         name: "mosquitto".into(),
@@ -143,6 +144,14 @@ mod tests {
             "apiVersion: millrace.io/v1alpha1\nkind: StreamPipeline\nmetadata: {{name: l1, namespace: plant, uid: u-1}}\nspec:\n  pipeline: {{}}\n  mosquitto: {mosquitto}\n"
         ))
         .unwrap()
+    }
+
+    #[test]
+    fn a_changed_broker_configuration_rolls_the_broker() {
+        let hash = |p: &StreamPipeline| deployment(p).spec.unwrap().template.metadata.unwrap().annotations.unwrap()[crate::children::CONFIG_HASH_ANNOTATION].clone();
+        let (open, closed) = (pipeline("{managed: true}"), pipeline("{managed: true, authSecret: mqtt-users}"));
+        assert_eq!(hash(&open), crate::children::config_hash(&config_map(&open)));
+        assert_ne!(hash(&open), hash(&closed), "mosquitto.conf differs, so does the template");
     }
 
     #[test]

@@ -20,8 +20,8 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
-use sha2::{Digest, Sha256};
 
+pub use super::{config_hash, CONFIG_HASH_ANNOTATION};
 use super::{labels, metadata, pod_security, secret_env};
 use crate::crd::{StageSpec, StreamPipeline};
 
@@ -32,9 +32,6 @@ pub const WORKER_USER: i64 = 65532;
 pub const CONFIG_FILE: &str = "pipeline.yaml";
 /// Port of `/metrics`, `/healthz` and `/readyz`.
 pub const METRICS_PORT: i32 = 9090;
-/// Pod template annotation whose change rolls the workers when the
-/// configuration changes.
-pub const CONFIG_HASH_ANNOTATION: &str = "millrace.io/config-hash";
 
 /// StatefulSet annotation: how many ingest Pods have ever had an MQTT
 /// session (the most replicas the stage had). Sessions of ordinals at or
@@ -82,18 +79,6 @@ pub fn config_map(p: &StreamPipeline) -> ConfigMap {
         data: Some(BTreeMap::from([(CONFIG_FILE.to_string(), yaml)])),
         ..Default::default()
     }
-}
-
-/// A short, stable hash of the configuration, for the Pod template.
-pub fn config_hash(config: &ConfigMap) -> String {
-    let mut hasher = Sha256::new();
-    for (k, v) in config.data.iter().flatten() {
-        hasher.update(k.as_bytes());
-        hasher.update([0]);
-        hasher.update(v.as_bytes());
-        hasher.update([0]);
-    }
-    hex::encode(&hasher.finalize()[..8])
 }
 
 fn credential_env(p: &StreamPipeline) -> Vec<EnvVar> {
