@@ -151,7 +151,7 @@ pub struct Topics {
     pub dead_letter: TopicSpec,
     /// The join stage's held records older than its replay limit
     /// (compacted; as many partitions as `raw`). It belongs to the join's
-    /// consumer group: default `<groupId>.join-state`.
+    /// consumer group and raw topic: default `<raw>.<groupId>.join-state`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub join_state: Option<StateTopicSpec>,
 }
@@ -438,13 +438,28 @@ impl Default for Topics {
 }
 
 impl Topics {
-    /// The join state topic as created: the raw topic's partitions (state
+    /// `<raw>.<groupId>.join-state`: the state of one consumer group's join of
+/// one raw topic, so that pipelines sharing either never share it. Characters
+/// a topic name cannot hold become `_`; a name past Kafka's 249 characters
+/// is cut and ends in a hash of the whole.
+fn default_join_state_name(raw: &str, group_id: &str) -> String {
+    use sha2::Digest;
+    let full = format!("{raw}.{group_id}.join-state");
+    let name: String = full.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') { c } else { '_' }).collect();
+    if name.len() <= 249 {
+        return name;
+    }
+    let hash = hex::encode(&sha2::Sha256::digest(full.as_bytes())[..8]);
+    format!("{}-{hash}.join-state", &name[..249 - 28])
+}
+
+/// The join state topic as created: the raw topic's partitions (state
     /// partition p holds what raw partition p's join holds) and compacted.
     /// `group_id` names it by default: it holds that group's state.
     pub fn join_state_spec(&self, group_id: &str) -> TopicSpec {
         let (name, replication_factor, mut config) = match &self.join_state {
             Some(s) => (s.name.clone(), s.replication_factor, s.config.clone()),
-            None => (format!("{group_id}.join-state"), self.raw.replication_factor, BTreeMap::new()),
+            None => (Self::default_join_state_name(&self.raw.name, group_id), self.raw.replication_factor, BTreeMap::new()),
         };
         config.insert("cleanup.policy".into(), "compact".into());
         TopicSpec { name, partitions: self.raw.partitions, replication_factor, config }
@@ -586,7 +601,7 @@ mod tests {
     fn the_join_state_topic_follows_the_raw_topic_and_is_named_after_the_group() {
         let c = PipelineConfig::from_yaml("kafka: {bootstrapServers: k, groupId: line-1, topics: {raw: {name: plant.raw, partitions: 12, replicationFactor: 3}}}\n").unwrap();
         let state = c.kafka.unwrap().join_state_spec();
-        assert_eq!((state.name.as_str(), state.partitions, state.replication_factor), ("line-1.join-state", 12, 3));
+        assert_eq!((state.name.as_str(), state.partitions, state.replication_factor), ("plant.raw.line-1.join-state", 12, 3));
         assert_eq!(state.config["cleanup.policy"], "compact");
         let c = PipelineConfig::from_yaml(
             "kafka: {bootstrapServers: k, topics: {raw: {name: r, partitions: 4}, joinState: {name: s, config: {cleanup.policy: delete, segment.ms: '60000'}}}}\n",
@@ -596,6 +611,13 @@ mod tests {
         assert_eq!((state.name.as_str(), state.partitions), ("s", 4));
         assert_eq!(state.config["cleanup.policy"], "compact", "always compacted");
         assert_eq!(state.config["segment.ms"], "60000");
+        // A group id a topic name cannot hold, and one too long for Kafka.
+        let odd = PipelineConfig::from_yaml("kafka: {bootstrapServers: k, groupId: 'plant a/line 1', topics: {raw: {name: r}}}\n").unwrap();
+        assert_eq!(odd.kafka.unwrap().join_state_spec().name, "r.plant_a_line_1.join-state");
+        let long = PipelineConfig::from_yaml(&format!("kafka: {{bootstrapServers: k, groupId: '{}', topics: {{raw: {{name: r}}}}}}\n", "g".repeat(300))).unwrap();
+        let name = long.kafka.unwrap().join_state_spec().name;
+        assert!(name.len() <= 249 && name.ends_with(".join-state"), "{name}");
+        assert!(check_topic_name(&name).is_ok());
     }
 
     #[test]

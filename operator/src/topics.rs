@@ -88,7 +88,14 @@ pub async fn ensure(clients: &AdminClients, kafka: &KafkaConfig) -> Result<Vec<T
                     topic = topic.set(k, v);
                 }
                 for r in admin.create_topics([&topic], &options).await.map_err(|e| failed(e.to_string()))? {
-                    r.map_err(|(_, code)| failed(format!("cannot create: {code}")))?;
+                    match r {
+                        Ok(_) => {}
+                        // Created a moment ago (by this operator's previous
+                        // reconcile, whose metadata answer did not show it
+                        // yet, or by another pipeline sharing it): adopted.
+                        Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                        Err((_, code)) => return Err(failed(format!("cannot create: {code}"))),
+                    }
                 }
                 tracing::info!(topic = %spec.name, partitions = spec.partitions, "created topic");
             }

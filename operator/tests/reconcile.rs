@@ -83,7 +83,7 @@ async fn a_pipeline_gets_its_workers_topics_and_conditions() {
     assert_eq!(p.status.as_ref().unwrap().stages.as_deref(), Some("0/4"));
     assert_eq!(partitions(&broker.bootstrap_servers(), &raw), 3);
     // The join state topic: named after the group, raw's partitions, compacted.
-    let state = format!("{group}.join-state");
+    let state = format!("{raw}.{group}.join-state");
     // Created just now: the broker's metadata may show it a moment later.
     let deadline = Instant::now() + Duration::from_secs(10);
     while partitions(&broker.bootstrap_servers(), &state) != 3 {
@@ -213,7 +213,7 @@ async fn deletion_keeps_or_deletes_the_topics_per_policy() {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         let deadline = Instant::now() + Duration::from_secs(20);
-        let state = format!("{group}.join-state");
+        let state = format!("{raw}.{group}.join-state");
         while (partitions(&servers, &raw) > 0) != kept || (partitions(&servers, &state) > 0) != kept {
             assert!(Instant::now() < deadline, "{name} ({policy}): topics kept = {} (raw and join state)", !kept);
             tokio::time::sleep(Duration::from_millis(200)).await;
