@@ -48,6 +48,8 @@ pub enum Error {
     Topics(#[from] topics::TopicsError),
     #[error("finalizer: {0}")]
     Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
+    #[error("waiting for the workers to stop before deleting the topics")]
+    WorkersStillRunning,
 }
 
 pub struct Context {
@@ -113,10 +115,27 @@ pub async fn reconcile(guard: Arc<DeserializeGuard<StreamPipeline>>, ctx: Arc<Co
     result
 }
 
+/// A finalizer only where it protects something: with `deletionPolicy:
+/// Delete` it holds the pipeline until its topics are deleted; with `Retain`
+/// there is nothing to do on deletion, so a pipeline has none (one left by an
+/// earlier operator or a policy changed since is removed).
 async fn reconcile_once(p: Arc<StreamPipeline>, ctx: &Arc<Context>) -> Result<Action, Error> {
     use kube::runtime::finalizer::{finalizer, Event};
     let namespace = p.namespace().unwrap_or_else(|| "default".into());
     let api: Api<StreamPipeline> = Api::namespaced(ctx.client.clone(), &namespace);
+    if p.spec.deletion_policy == crate::crd::DeletionPolicy::Retain {
+        let finalizers = p.metadata.finalizers.clone().unwrap_or_default();
+        if finalizers.iter().any(|f| f == FINALIZER) {
+            let kept: Vec<String> = finalizers.into_iter().filter(|f| f != FINALIZER).collect();
+            let patch = serde_json::json!({"metadata": {"finalizers": kept, "resourceVersion": p.metadata.resource_version}});
+            api.patch(&p.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
+            return Ok(Action::await_change());
+        }
+        if p.metadata.deletion_timestamp.is_some() {
+            return Ok(Action::await_change());
+        }
+        return apply_pipeline(p, ctx).await;
+    }
     finalizer(&api, FINALIZER, p, |event| async {
         match event {
             Event::Apply(p) => apply_pipeline(p, ctx).await,
@@ -127,16 +146,71 @@ async fn reconcile_once(p: Arc<StreamPipeline>, ctx: &Arc<Context>) -> Result<Ac
     .map_err(|e| Error::Finalizer(Box::new(e)))
 }
 
-/// The pipeline is being deleted: its children go with it (owner
-/// references); its topics only with `deletionPolicy: Delete`.
+/// How long a deleted pipeline waits for Kafka to delete its topics before
+/// it gives up (a Warning Event names them), so that neither it nor its
+/// namespace hangs in Terminating when Kafka is gone for good.
+pub const TOPIC_DELETION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Set to `"true"` on a pipeline to delete it without deleting its topics,
+/// at once.
+pub const SKIP_TOPIC_DELETION_ANNOTATION: &str = "millrace.io/skip-topic-deletion";
+
+/// The pipeline is being deleted with `deletionPolicy: Delete`: its
+/// children go with it (owner references), and its topics once its workers
+/// are gone (a running producer would create them again on brokers that
+/// auto-create topics).
 async fn cleanup(p: Arc<StreamPipeline>, ctx: &Context) -> Result<Action, Error> {
-    if p.spec.deletion_policy == crate::crd::DeletionPolicy::Delete {
-        if let Some(kafka) = &p.spec.pipeline.kafka {
-            topics::delete(&ctx.admin, kafka).await?;
-            tracing::info!(pipeline = %p.name_any(), "deleted the pipeline's topics (deletionPolicy: Delete)");
-        }
+    let Some(kafka) = &p.spec.pipeline.kafka else { return Ok(Action::await_change()) };
+    let names = topics::wanted(kafka).map(|t| t.name).join(", ");
+    if p.annotations().get(SKIP_TOPIC_DELETION_ANNOTATION).is_some_and(|v| v == "true") {
+        publish(ctx, &p.metadata, "Warning", "TopicsKept", &format!("{SKIP_TOPIC_DELETION_ANNOTATION} is set: the topics {names} are kept")).await;
+        return Ok(Action::await_change());
     }
-    Ok(Action::await_change())
+    let waited = p
+        .metadata
+        .deletion_timestamp
+        .as_ref()
+        .map(|t| k8s_openapi::jiff::Timestamp::now().duration_since(t.0).unsigned_abs())
+        .unwrap_or_default();
+    let given_up = |error: &dyn std::fmt::Display| {
+        format!("gave up deleting the topics {names} after {}s: {error}; delete them by hand", waited.as_secs())
+    };
+    if !workers_stopped(&p, ctx).await? {
+        if waited >= TOPIC_DELETION_TIMEOUT {
+            publish(ctx, &p.metadata, "Warning", "TopicsKept", &given_up(&"the workers did not stop")).await;
+            return Ok(Action::await_change());
+        }
+        return Err(Error::WorkersStillRunning);
+    }
+    match topics::delete(&ctx.admin, kafka).await {
+        Ok(()) => {
+            tracing::info!(pipeline = %p.name_any(), "deleted the pipeline's topics (deletionPolicy: Delete)");
+            Ok(Action::await_change())
+        }
+        Err(e) if waited >= TOPIC_DELETION_TIMEOUT => {
+            publish(ctx, &p.metadata, "Warning", "TopicsKept", &given_up(&e)).await;
+            Ok(Action::await_change())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Scales the pipeline's worker StatefulSets to zero; true once none has a
+/// Pod left (or none is there).
+async fn workers_stopped(p: &StreamPipeline, ctx: &Context) -> Result<bool, Error> {
+    let namespace = p.namespace().unwrap_or_else(|| "default".into());
+    let api: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), &namespace);
+    let mut stopped = true;
+    for stage in Stage::ALL {
+        let name = format!("{}-{}", p.name_any(), stage.name());
+        let Some(set) = api.get_opt(&name).await? else { continue };
+        if set.spec.as_ref().and_then(|s| s.replicas) != Some(0) {
+            let zero = serde_json::json!({"spec": {"replicas": 0}});
+            api.patch(&name, &PatchParams::default(), &Patch::Merge(&zero)).await?;
+        }
+        stopped &= set.status.as_ref().map_or(0, |s| s.replicas) == 0;
+    }
+    Ok(stopped)
 }
 
 /// Look up, validate, build, apply, delete orphans, topics, status.
@@ -585,10 +659,19 @@ async fn publish(ctx: &Context, meta: &ObjectMeta, type_: &str, reason: &str, no
 
 pub fn error_policy(p: Arc<DeserializeGuard<StreamPipeline>>, error: &Error, ctx: Arc<Context>) -> Action {
     let key = guard_key(&p);
-    let wait = ctx.backoff.failed(&key);
+    let mut wait = ctx.backoff.failed(&key);
+    // A deleted pipeline waiting on Kafka or its workers retries often, so
+    // that it gives up close to TOPIC_DELETION_TIMEOUT, not a backoff later.
+    let deleting = p.0.as_ref().ok().and_then(|p| p.metadata.deletion_timestamp.as_ref()).is_some();
+    if deleting {
+        wait = wait.min(DELETION_RETRY);
+    }
     tracing::warn!(pipeline = %key, %error, retry_in_s = wait.as_secs(), "reconcile failed");
     Action::requeue(wait)
 }
+
+/// The longest a deleted pipeline waits between two tries.
+const DELETION_RETRY: Duration = Duration::from_secs(5);
 
 /// Runs the controller until the process is stopped.
 pub async fn run(client: Client) {

@@ -204,7 +204,8 @@ async fn deletion_keeps_or_deletes_the_topics_per_policy() {
         });
         pipelines.create(&PostParams::default(), &serde_json::from_value(spec).unwrap()).await.unwrap();
         let p = wait_for(&pipelines, name, "topics ready", |p| condition(p, "TopicsReady").is_some_and(|c| c.0 == "True")).await;
-        assert!(p.metadata.finalizers.unwrap_or_default().contains(&"millrace.io/topics".to_string()));
+        // A finalizer only where deletion has work to do.
+        assert_eq!(p.metadata.finalizers.unwrap_or_default().contains(&"millrace.io/topics".to_string()), !kept, "{name} ({policy})");
         assert_eq!(partitions(&servers, &raw), 2);
         pipelines.delete(name, &DeleteParams::default()).await.unwrap();
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -219,6 +220,55 @@ async fn deletion_keeps_or_deletes_the_topics_per_policy() {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
+    controller.abort();
+}
+
+/// Deletion never hangs: with Kafka gone, a pipeline with `deletionPolicy:
+/// Delete` is deleted after the bounded wait with a Warning Event naming the
+/// topics it kept; with the skip annotation at once; and its namespace then
+/// goes too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deletion_with_kafka_unreachable_gives_up_in_bounded_time() {
+    use millrace_operator::reconcile::{SKIP_TOPIC_DELETION_ANNOTATION, TOPIC_DELETION_TIMEOUT};
+    let kube = require!(KubeApi::shared());
+    let client = install_crd(kube).await;
+    let ns = kube.create_namespace(&unique_name("gone")).await.unwrap();
+    let controller = controller_for(&client, &ns);
+    let pipelines: Api<StreamPipeline> = Api::namespaced(client.clone(), &ns);
+    // A port nothing listens on.
+    let nowhere = format!("127.0.0.1:{}", std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port());
+    for name in ["waits", "skips"] {
+        let mut spec = example(name);
+        spec["spec"]["pipeline"]["kafka"] = serde_json::json!({"bootstrapServers": nowhere, "groupId": unique_name("g")});
+        if name == "skips" {
+            spec["metadata"]["annotations"] = serde_json::json!({SKIP_TOPIC_DELETION_ANNOTATION: "true"});
+        }
+        pipelines.create(&PostParams::default(), &serde_json::from_value(spec).unwrap()).await.unwrap();
+        wait_for(&pipelines, name, "the finalizer", |p| p.metadata.finalizers.as_ref().is_some_and(|f| f.contains(&"millrace.io/topics".to_string()))).await;
+    }
+    let started = Instant::now();
+    pipelines.delete("skips", &DeleteParams::default()).await.unwrap();
+    pipelines.delete("waits", &DeleteParams::default()).await.unwrap();
+    let gone = |name: &'static str, within: Duration| {
+        let pipelines = pipelines.clone();
+        async move {
+            let deadline = Instant::now() + within;
+            while pipelines.get_opt(name).await.unwrap().is_some() {
+                assert!(Instant::now() < deadline, "{name} is still there after {within:?}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    gone("skips", Duration::from_secs(10)).await;
+    let skipped = started.elapsed();
+    gone("waits", TOPIC_DELETION_TIMEOUT + Duration::from_secs(30)).await;
+    let waited = started.elapsed();
+    assert!(waited >= TOPIC_DELETION_TIMEOUT, "gave up after {waited:?}, before the bound");
+    let events = Api::<k8s_openapi::api::events::v1::Event>::namespaced(client.clone(), &ns).list(&Default::default()).await.unwrap().items;
+    let kept: Vec<&str> = events.iter().filter(|e| e.reason.as_deref() == Some("TopicsKept")).filter_map(|e| e.note.as_deref()).collect();
+    assert!(kept.iter().any(|n| n.contains("gave up deleting the topics millrace.raw") && n.contains("delete them by hand")), "{kept:?}");
+    assert!(kept.iter().any(|n| n.contains(SKIP_TOPIC_DELETION_ANNOTATION)), "{kept:?}");
+    eprintln!("skip annotation: deleted in {skipped:.1?}; unreachable Kafka: deleted in {waited:.1?}");
     controller.abort();
 }
 
