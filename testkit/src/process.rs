@@ -76,7 +76,26 @@ pub fn new_dir(prefix: &str) -> std::io::Result<PathBuf> {
 
 /// A port that was free a moment ago.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("no free loopback port")
+    // A port is only checked free here; a server binds it seconds later (a
+    // JVM's start). Meanwhile a port from the kernel's ephemeral range can be
+    // taken as the local port of any outgoing connection, or handed to another
+    // test by bind(0) (seen: a node of a 3-node Kafka cluster exiting at start
+    // while other tests ran clients and brokers). So ports come from below the
+    // ephemeral range, which the kernel never picks by itself, and none is
+    // given out twice in this process.
+    static GIVEN: std::sync::Mutex<std::collections::BTreeSet<u16>> = std::sync::Mutex::new(std::collections::BTreeSet::new());
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next().and_then(|p| p.parse::<u16>().ok()))
+        .unwrap_or(32768);
+    let (low, high) = (ephemeral_low.saturating_sub(12_000).max(1024), ephemeral_low);
+    for _ in 0..10_000 {
+        let port = rand::random_range(low..high);
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() && GIVEN.lock().unwrap_or_else(|e| e.into_inner()).insert(port) {
+            return port;
+        }
+    }
+    panic!("no free loopback port in {low}..{high}")
 }
 
 pub fn port_open(port: u16) -> bool {
