@@ -184,17 +184,8 @@ impl<P> KeyState<P> {
         options: &PairingOptions,
         emit: &mut impl FnMut(PairRef<'_, P>),
     ) -> Result<usize, Late> {
+        self.refuse_late(side, t, options)?;
         let s_idx = side.index();
-        if let Some(newest) = self.sides[s_idx].newest {
-            if t < newest {
-                return Err(Late { time: t, newest, why: LateWhy::OwnSide });
-            }
-        }
-        if let (Some(horizon), Some(stream)) = (options.horizon, self.stream_time()) {
-            if t < stream.saturating_sub(horizon) {
-                return Err(Late { time: t, newest: stream, why: LateWhy::BeyondHorizon { horizon } });
-            }
-        }
         let [a, b] = &mut self.sides;
         let (s, o) = if s_idx == 0 { (a, b) } else { (b, a) };
         let z_id = s.arrivals;
@@ -293,6 +284,23 @@ impl<P> KeyState<P> {
         dropped
     }
 
+    /// Whether a record at `t` on `side` can still be accepted: not older
+    /// than its side's newest, nor beyond the horizon of the key's stream
+    /// time.
+    fn refuse_late(&self, side: Side, t: Time, options: &PairingOptions) -> Result<(), Late> {
+        if let Some(newest) = self.sides[side.index()].newest {
+            if t < newest {
+                return Err(Late { time: t, newest, why: LateWhy::OwnSide });
+            }
+        }
+        if let (Some(horizon), Some(stream)) = (options.horizon, self.stream_time()) {
+            if t < stream.saturating_sub(horizon) {
+                return Err(Late { time: t, newest: stream, why: LateWhy::BeyondHorizon { horizon } });
+            }
+        }
+        Ok(())
+    }
+
     /// Newest time accepted on either side.
     pub fn stream_time(&self) -> Option<Time> {
         match (self.sides[0].newest, self.sides[1].newest) {
@@ -354,11 +362,6 @@ impl<P> KeyState<P> {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
-    }
-
-    /// Times of the records held, both sides.
-    pub fn held_times(&self) -> impl Iterator<Item = Time> + '_ {
-        self.sides.iter().flat_map(|s| s.recs.iter().map(|r| r.t))
     }
 
     /// The records held, both sides: (side, time, seq, payload).
@@ -433,16 +436,7 @@ impl<P> Pairing<P> {
             self.buffers.resize_with(key + 1, Default::default);
         }
         // Late only when it can no longer be put in order.
-        if let Some(newest) = self.keys[key].newest(side) {
-            if t < newest {
-                return Err(Late { time: t, newest, why: LateWhy::OwnSide });
-            }
-        }
-        if let (Some(horizon), Some(stream)) = (self.options.horizon, self.keys[key].stream_time()) {
-            if t < stream.saturating_sub(horizon) {
-                return Err(Late { time: t, newest: stream, why: LateWhy::BeyondHorizon { horizon } });
-            }
-        }
+        self.keys[key].refuse_late(side, t, &self.options)?;
         let buffer = &mut self.buffers[key][side.index()];
         buffer.waiting.insert((t, seq), payload);
         let seen = buffer.newest_seen.map_or(t, |n| n.max(t));

@@ -59,14 +59,21 @@ impl Partner {
 
 impl Partner {
     fn write_json(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(b"{\"quantity\":");
-        out.extend_from_slice(self.quantity.json.as_bytes());
-        out.extend_from_slice(b",\"phenomenonTime\":");
-        out.extend_from_slice(self.time_raw.get().as_bytes());
-        out.extend_from_slice(b",\"result\":");
-        write_f64(out, self.result);
+        out.push(b'{');
+        write_reading(out, &self.quantity, &self.time_raw, self.result);
         out.push(b'}');
     }
+}
+
+/// `"quantity":..,"phenomenonTime":..,"result":..`: a record's reading,
+/// its time as read.
+fn write_reading(out: &mut Vec<u8>, quantity: &QuantityName, time_raw: &RawValue, result: f64) {
+    out.extend_from_slice(b"\"quantity\":");
+    out.extend_from_slice(quantity.json.as_bytes());
+    out.extend_from_slice(b",\"phenomenonTime\":");
+    out.extend_from_slice(time_raw.get().as_bytes());
+    out.extend_from_slice(b",\"result\":");
+    write_f64(out, result);
 }
 
 fn write_f64(out: &mut Vec<u8>, v: f64) {
@@ -136,12 +143,8 @@ impl HeldRecord {
         let mut out = Vec::with_capacity(160);
         out.extend_from_slice(b"{\"thing\":");
         serde_json::to_writer(&mut out, &*self.thing).expect("writing to a Vec cannot fail");
-        out.extend_from_slice(b",\"quantity\":");
-        out.extend_from_slice(self.quantity.json.as_bytes());
-        out.extend_from_slice(b",\"phenomenonTime\":");
-        out.extend_from_slice(self.time_raw.get().as_bytes());
-        out.extend_from_slice(b",\"result\":");
-        write_f64(&mut out, self.result);
+        out.push(b',');
+        write_reading(&mut out, &self.quantity, &self.time_raw, self.result);
         out.extend_from_slice(b",\"rules\":");
         serde_json::to_writer(&mut out, &self.rules).expect("writing to a Vec cannot fail");
         out.push(b'}');

@@ -133,7 +133,7 @@ proptest! {
                 prop_assert_eq!(set.len(), emitted.len(), "a pair was emitted twice: {:?}", emitted);
                 prop_assert_eq!(&set, &brute_force(&l[..nl], &r[..nr], horizon, max_delta, false), "after {} arrivals of {:?}", seq + 1, order);
                 let stream = l[..nl].iter().chain(&r[..nr]).copied().max().unwrap();
-                let old = key.held_times().filter(|&t| t < stream - horizon - 2 * limit).count();
+                let old = key.held().filter(|h| h.1 < stream - horizon - 2 * limit).count();
                 prop_assert_eq!(old, 0, "held records older than the horizon and twice the pair limit");
             }
             if complete {
