@@ -70,3 +70,37 @@ pub async fn send(producer: &FutureProducer, topic: &str, key: &str, payload: &[
         }
     }
 }
+
+/// Enqueues a record on a (transactional) threaded producer, waiting while
+/// its local queue is full; an error names the topic.
+pub fn enqueue(producer: &rdkafka::producer::ThreadedProducer<rdkafka::producer::DefaultProducerContext>, mut record: rdkafka::producer::BaseRecord<'_, str, [u8]>) -> anyhow::Result<()> {
+    loop {
+        match producer.send(record) {
+            Ok(()) => return Ok(()),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                record = r;
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Err((e, r)) => anyhow::bail!("cannot produce to {}: {e}", r.topic),
+        }
+    }
+}
+
+/// Runs a blocking Kafka call again while it fails, for at most `within`:
+/// a broker that just went away (its handle destroyed, its coordinator
+/// moving) fails the first calls. `what` names the call in the log and in
+/// the final error.
+pub fn retried<T>(what: &str, within: Duration, mut call: impl FnMut() -> Result<T, KafkaError>) -> anyhow::Result<T> {
+    let started = std::time::Instant::now();
+    loop {
+        match call() {
+            Ok(v) => return Ok(v),
+            Err(e) if started.elapsed() < within => {
+                tracing::warn!(error = %e, "cannot {what} yet; retrying");
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            Err(e) => anyhow::bail!("cannot {what}: {e}"),
+        }
+    }
+}
+

@@ -32,7 +32,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
-use rdkafka::error::KafkaError;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
@@ -338,14 +337,14 @@ pub fn run(kafka: &KafkaConfig, rules: &[JoinRuleConfig], health: Arc<Health>, s
             last_lag = Instant::now();
         }
         if dirty && last_commit.elapsed() >= kafka.transaction_interval {
-            commit(&producer, &consumer, kafka, &mut partitions, &health)?;
+            commit(&producer, &consumer, kafka, state_topic_name, &mut partitions, &health)?;
             in_transaction.store(false, Ordering::SeqCst);
             dirty = false;
             last_commit = Instant::now();
         }
     }
     if dirty && in_transaction.load(Ordering::SeqCst) {
-        commit(&producer, &consumer, kafka, &mut partitions, &health)?;
+        commit(&producer, &consumer, kafka, state_topic_name, &mut partitions, &health)?;
     }
     // Closing the consumer revokes its partitions: nothing is open to abort.
     in_transaction.store(false, Ordering::SeqCst);
@@ -393,35 +392,16 @@ fn read_record(payload: &[u8]) -> Result<Record<'_>, (Reason, String)> {
 }
 
 fn send(producer: &ThreadedProducer<DefaultProducerContext>, topic: &str, key: &str, value: &[u8]) -> anyhow::Result<()> {
-    let mut record = BaseRecord::to(topic).key(key).payload(value);
-    loop {
-        match producer.send(record) {
-            Ok(()) => return Ok(()),
-            Err((KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull), r)) => {
-                record = r;
-                std::thread::sleep(Duration::from_millis(1));
-            }
-            Err((e, _)) => anyhow::bail!("cannot produce to {topic}: {e}"),
-        }
-    }
+    crate::kafka::enqueue(producer, BaseRecord::to(topic).key(key).payload(value))
 }
 
 fn committed_position<C: ConsumerContext>(consumer: &BaseConsumer<C>, topic: &str, partition: i32) -> anyhow::Result<CommitPosition> {
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition(topic, partition);
-    // The group coordinator may have just gone (its broker died): retried
-    // while another broker takes over, within the timeout.
-    let started = Instant::now();
-    let committed = loop {
-        match consumer.committed_offsets(tpl.clone(), TIMEOUT) {
-            Ok(c) => break c,
-            Err(e) if started.elapsed() < TIMEOUT => {
-                tracing::warn!(topic, partition, error = %e, "cannot read the committed position yet; retrying");
-                std::thread::sleep(Duration::from_millis(500));
-            }
-            Err(e) => anyhow::bail!("cannot read the committed position of {topic}/{partition}: {e}"),
-        }
-    };
+    // The group coordinator may have just gone (its broker died).
+    let committed = crate::kafka::retried(&format!("read the committed position of {topic}/{partition}"), TIMEOUT, || {
+        consumer.committed_offsets(tpl.clone(), TIMEOUT)
+    })?;
     let metadata = committed.elements().first().map(|e| e.metadata().to_string()).unwrap_or_default();
     if metadata.is_empty() {
         return Ok(CommitPosition::default());
@@ -436,17 +416,17 @@ fn commit<C: ConsumerContext>(
     producer: &ThreadedProducer<DefaultProducerContext>,
     consumer: &BaseConsumer<C>,
     kafka: &KafkaConfig,
+    state_topic: &str,
     partitions: &mut HashMap<i32, PartitionState>,
     health: &Health,
 ) -> anyhow::Result<()> {
     let started = Instant::now();
     let topic = kafka.topics.raw.name.as_str();
-    let state_topic = kafka.join_state_spec().name;
     let mut offsets = TopicPartitionList::new();
     for (partition, state) in partitions.iter_mut() {
         let (oldest, position) = state.commit_position(*partition, kafka.replay_limit);
         let held = state.joiner.held_before(oldest as u64);
-        let written = state_topic::sync(producer, &state_topic, *partition, &mut state.persisted, &held)?;
+        let written = state_topic::sync(producer, state_topic, *partition, &mut state.persisted, &held)?;
         if written > 0 {
             health.metrics.join_state_writes.inc_by(written as u64);
         }

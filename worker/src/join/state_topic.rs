@@ -80,19 +80,9 @@ pub fn reader(kafka: &KafkaConfig) -> anyhow::Result<BaseConsumer> {
 /// held records, in offset order. Reads to the end (waiting, for at most 30
 /// s, for a transaction a dead predecessor left open to be aborted).
 pub fn read(reader: &BaseConsumer, topic: &str, partition: i32) -> anyhow::Result<BTreeMap<i64, Vec<u8>>> {
-    // A broker that just went away fails the first calls (its handle is
-    // destroyed under them): retried within the timeout, not fatal.
-    let started = Instant::now();
-    let (low, high) = loop {
-        match reader.fetch_watermarks(topic, partition, TIMEOUT) {
-            Ok(w) => break w,
-            Err(e) if started.elapsed() < TIMEOUT => {
-                tracing::warn!(topic, partition, error = %e, "cannot ask for the join state's offsets yet; retrying");
-                std::thread::sleep(Duration::from_millis(500));
-            }
-            Err(e) => anyhow::bail!("cannot ask for the offsets of the join state {topic}/{partition}: {e}"),
-        }
-    };
+    let (low, high) = crate::kafka::retried(&format!("ask for the offsets of the join state {topic}/{partition}"), TIMEOUT, || {
+        reader.fetch_watermarks(topic, partition, TIMEOUT)
+    })?;
     let mut held = BTreeMap::new();
     if high <= low {
         return Ok(held);
@@ -100,6 +90,7 @@ pub fn read(reader: &BaseConsumer, topic: &str, partition: i32) -> anyhow::Resul
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition_offset(topic, partition, Offset::Beginning)?;
     reader.assign(&tpl)?;
+    let started = Instant::now();
     let result = loop {
         if started.elapsed() > TIMEOUT {
             break Err(anyhow::anyhow!("cannot read the join state {topic}/{partition} to its end ({high}) within {TIMEOUT:?}"));
@@ -164,14 +155,5 @@ fn send(producer: &ThreadedProducer<DefaultProducerContext>, topic: &str, partit
     if let Some(value) = value {
         record = record.payload(value);
     }
-    loop {
-        match producer.send(record) {
-            Ok(()) => return Ok(()),
-            Err((rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull), r)) => {
-                record = r;
-                std::thread::sleep(Duration::from_millis(1));
-            }
-            Err((e, _)) => anyhow::bail!("cannot write the join state to {topic}/{partition}: {e}"),
-        }
-    }
+    crate::kafka::enqueue(producer, record)
 }
