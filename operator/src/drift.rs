@@ -6,9 +6,6 @@
 
 use serde_json::Value;
 
-/// The field manager whose fields are the operator's.
-const MANAGER: &str = "millrace-operator";
-
 /// True when `actual` no longer holds every field of `desired` with the same
 /// value, or still holds a field the operator applied before that `desired`
 /// has dropped (its `managedFields` say which are ours). Fields the server
@@ -95,7 +92,7 @@ fn holds_dropped_fields(desired: &Value, actual: &Value) -> bool {
     };
     entries
         .iter()
-        .filter(|e| e["manager"] == MANAGER && e["operation"] == "Apply")
+        .filter(|e| e["manager"] == crate::reconcile::FIELD_MANAGER && e["operation"] == "Apply")
         .filter_map(|e| e.get("fieldsV1"))
         .any(|owned| !covered(owned, desired))
 }

@@ -124,10 +124,7 @@ async fn reconcile_once(p: Arc<StreamPipeline>, ctx: &Arc<Context>) -> Result<Ac
     let namespace = p.namespace().unwrap_or_else(|| "default".into());
     let api: Api<StreamPipeline> = Api::namespaced(ctx.client.clone(), &namespace);
     if p.spec.deletion_policy == crate::crd::DeletionPolicy::Retain {
-        let finalizers = p.metadata.finalizers.clone().unwrap_or_default();
-        if finalizers.iter().any(|f| f == FINALIZER) {
-            let kept: Vec<String> = finalizers.into_iter().filter(|f| f != FINALIZER).collect();
-            let patch = serde_json::json!({"metadata": {"finalizers": kept, "resourceVersion": p.metadata.resource_version}});
+        if let Some(patch) = without_our_finalizer(&p.metadata) {
             api.patch(&p.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
             return Ok(Action::await_change());
         }
@@ -144,6 +141,18 @@ async fn reconcile_once(p: Arc<StreamPipeline>, ctx: &Arc<Context>) -> Result<Ac
     })
     .await
     .map_err(|e| Error::Finalizer(Box::new(e)))
+}
+
+/// The merge patch that removes the operator's finalizer (at the object's
+/// resourceVersion, so a concurrent change is not overwritten), when it has
+/// it.
+fn without_our_finalizer(meta: &ObjectMeta) -> Option<serde_json::Value> {
+    let finalizers = meta.finalizers.as_ref()?;
+    if !finalizers.iter().any(|f| f == FINALIZER) {
+        return None;
+    }
+    let kept: Vec<&String> = finalizers.iter().filter(|f| *f != FINALIZER).collect();
+    Some(serde_json::json!({"metadata": {"finalizers": kept, "resourceVersion": meta.resource_version}}))
 }
 
 /// How long a deleted pipeline waits for Kafka to delete its topics before
@@ -202,7 +211,7 @@ async fn workers_stopped(p: &StreamPipeline, ctx: &Context) -> Result<bool, Erro
     let api: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), &namespace);
     let mut stopped = true;
     for stage in Stage::ALL {
-        let name = format!("{}-{}", p.name_any(), stage.name());
+        let name = workers::stage_name(p, stage);
         let Some(set) = api.get_opt(&name).await? else { continue };
         if set.spec.as_ref().and_then(|s| s.replicas) != Some(0) {
             let zero = serde_json::json!({"spec": {"replicas": 0}});
@@ -562,10 +571,8 @@ async fn report_unreadable(meta: &ObjectMeta, ctx: &Context) -> Result<Action, E
     let object = serde_json::to_value(&raw).map_err(kube::Error::SerdeError)?;
     let message = format!("the operator cannot read this pipeline: {}", unreadable_reason(&object));
     if meta.deletion_timestamp.is_some() {
-        let finalizers: Vec<String> = meta.finalizers.iter().flatten().filter(|f| *f != FINALIZER).cloned().collect();
-        if Some(finalizers.len()) != meta.finalizers.as_ref().map(|f| f.len()) {
+        if let Some(patch) = without_our_finalizer(meta) {
             publish(ctx, meta, "Warning", "TopicsKept", &format!("deleted while unreadable, so its Kafka topics are kept whatever its deletionPolicy; {message}")).await;
-            let patch = serde_json::json!({"metadata": {"finalizers": finalizers, "resourceVersion": meta.resource_version}});
             api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await?;
         }
         return Ok(Action::await_change());

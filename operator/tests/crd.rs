@@ -96,7 +96,8 @@ async fn the_api_server_refuses_what_the_schema_can_tell_is_wrong() {
 async fn the_built_worker_objects_are_accepted_by_the_api_server() {
     use k8s_openapi::api::apps::v1::StatefulSet;
     use k8s_openapi::api::core::v1::{ConfigMap, Service};
-    use millrace_operator::children::workers::{config_hash, config_map, metrics_service, stateful_set, Stage};
+    use millrace_operator::children::config_hash;
+    use millrace_operator::children::workers::{config_map, metrics_service, stateful_set, Stage};
     let kube = require!(KubeApi::shared());
     let client = install_crd(kube).await;
     let ns = kube.create_namespace(&unique_name("build")).await.unwrap();

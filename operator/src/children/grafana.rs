@@ -13,7 +13,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
 
 use super::dashboards::{self, Datasource, INFLUXDB, PROMETHEUS};
-use super::{labels, metadata, pod_security, secret_env, template_metadata};
+use super::{labels, metadata, pod_security, secret_env, config_hash, template_metadata};
 use crate::crd::StreamPipeline;
 
 pub const PORT: i32 = 3000;
@@ -113,7 +113,7 @@ pub fn deployment(p: &StreamPipeline) -> Deployment {
             selector: LabelSelector { match_labels: Some(selector.clone()), ..Default::default() },
             template: PodTemplateSpec {
                 // Grafana reads its provisioning at start: a change rolls it.
-                metadata: Some(template_metadata(selector, &provisioning(p))),
+                metadata: Some(template_metadata(selector, config_hash(&provisioning(p)))),
                 spec: Some(PodSpec {
                     security_context: Some(pod_security::pod(p.spec.user_ids, GRAFANA_USER)),
                     containers: vec![Container {

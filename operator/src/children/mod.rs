@@ -57,7 +57,7 @@ pub struct Grafana {
 pub fn build(valid: &ValidPipeline<'_>, mqtt_sessions: i32) -> Children {
     let p = valid.pipeline;
     let worker_config = workers::config_map(p);
-    let hash = workers::config_hash(&worker_config);
+    let hash = config_hash(&worker_config);
     let stages = Stage::ALL
         .into_iter()
         .map(|stage| (stage, workers::metrics_service(p, stage), workers::stateful_set(p, stage, &hash, mqtt_sessions)))
@@ -116,11 +116,12 @@ pub fn config_hash(config: &ConfigMap) -> String {
     hex::encode(&hasher.finalize()[..8])
 }
 
-/// A Pod template's metadata: its selector labels and the hash of `config`.
-pub fn template_metadata(labels: BTreeMap<String, String>, config: &ConfigMap) -> ObjectMeta {
+/// A Pod template's metadata: its selector labels and the [`config_hash`]
+/// of the ConfigMap it mounts.
+pub fn template_metadata(labels: BTreeMap<String, String>, config_hash: String) -> ObjectMeta {
     ObjectMeta {
         labels: Some(labels),
-        annotations: Some(BTreeMap::from([(CONFIG_HASH_ANNOTATION.to_string(), config_hash(config))])),
+        annotations: Some(BTreeMap::from([(CONFIG_HASH_ANNOTATION.to_string(), config_hash)])),
         ..Default::default()
     }
 }

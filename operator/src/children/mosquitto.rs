@@ -14,7 +14,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
 
-use super::{labels, metadata, pod_security, template_metadata};
+use super::{labels, metadata, pod_security, config_hash, template_metadata};
 use crate::crd::StreamPipeline;
 
 pub const MQTT_PORT: i32 = 1883;
@@ -107,7 +107,7 @@ pub fn deployment(p: &StreamPipeline) -> Deployment {
             selector: LabelSelector { match_labels: Some(selector.clone()), ..Default::default() },
             template: PodTemplateSpec {
                 // mosquitto.conf changed: a new broker Pod reads it.
-                metadata: Some(template_metadata(selector, &config_map(p))),
+                metadata: Some(template_metadata(selector, config_hash(&config_map(p)))),
                 spec: Some(PodSpec {
                     containers: vec![Container {
                         name: "mosquitto".into(),

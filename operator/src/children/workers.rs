@@ -17,12 +17,11 @@ use k8s_openapi::api::core::v1::{
     ObjectFieldSelector, PodSpec, PodTemplateSpec, Probe, Service,
     Volume, VolumeMount,
 };
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
 
-pub use super::{config_hash, CONFIG_HASH_ANNOTATION};
-use super::{labels, metadata, pod_security, secret_env};
+use super::{labels, metadata, pod_security, secret_env, template_metadata};
 use crate::crd::{StageSpec, StreamPipeline};
 
 /// Where the worker reads its configuration inside the Pod.
@@ -179,11 +178,7 @@ pub fn stateful_set(p: &StreamPipeline, stage: Stage, config_hash: &str, mqtt_se
             pod_management_policy: Some("Parallel".into()),
             selector: LabelSelector { match_labels: Some(selector.clone()), ..Default::default() },
             template: PodTemplateSpec {
-                metadata: Some(ObjectMeta {
-                    labels: Some(selector),
-                    annotations: Some(BTreeMap::from([(CONFIG_HASH_ANNOTATION.to_string(), config_hash.to_string())])),
-                    ..Default::default()
-                }),
+                metadata: Some(template_metadata(selector, config_hash.to_string())),
                 spec: Some(PodSpec {
                     containers: vec![container],
                     security_context: Some(pod_security::pod(p.spec.user_ids, WORKER_USER)),
@@ -219,6 +214,7 @@ pub fn metrics_service(p: &StreamPipeline, stage: Stage) -> Service {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::children::{config_hash, CONFIG_HASH_ANNOTATION};
 
     fn pipeline(yaml: &str) -> StreamPipeline {
         let mut p: StreamPipeline = serde_yaml::from_str(yaml).unwrap();
