@@ -679,6 +679,47 @@ fn quiet_machines_neither_hold_the_offsets_back_nor_need_the_deleted_records() {
     drop(last);
 }
 
+/// A join worker started again whenever it exits (as Kubernetes would),
+/// and one read_committed reader of the joined topic, kept across the
+/// faults, that counts what is visible.
+struct Supervised<'a> {
+    config: &'a Path,
+    instance: &'static str,
+    log: &'a Path,
+    started: Instant,
+    worker: Worker,
+    /// How and when the worker exited, for the test's report.
+    exits: Vec<String>,
+    watch: BaseConsumer,
+    visible: usize,
+}
+
+impl<'a> Supervised<'a> {
+    fn start(config: &'a Path, instance: &'static str, log: &'a Path, servers: &str, joined: &str, started: Instant) -> Self {
+        let worker = Worker::start_logged(config, instance, log);
+        Self { config, instance, log, started, worker, exits: Vec::new(), watch: reader(servers, joined, "read_committed"), visible: 0 }
+    }
+
+    /// Counts joined records until `at_least` are visible or `timeout` has
+    /// passed, restarting the worker when it exits; returns how many are.
+    fn wait_for(&mut self, at_least: usize, timeout: Duration) -> usize {
+        let deadline = Instant::now() + timeout;
+        while self.visible < at_least && Instant::now() < deadline {
+            if let Some(status) = self.worker.0.try_wait().unwrap() {
+                self.exits.push(format!("{status} after {:.1?}", self.started.elapsed()));
+                assert!(self.exits.len() <= 10, "the worker exited more than 10 times: {:?}", self.exits);
+                self.worker = Worker::start_logged(self.config, self.instance, self.log);
+            }
+            match self.watch.poll(Duration::from_millis(200)) {
+                Some(Ok(_)) => self.visible += 1,
+                Some(Err(e)) => eprintln!("watch reader: {e}"), // broker away: retried
+                None => {}
+            }
+        }
+        self.visible
+    }
+}
+
 /// The single broker restarted (SIGTERM, then started on the same data)
 /// twice while a join worker runs and input is still produced; a worker
 /// that exits (e.g. a fatal producer error) is started again, as
@@ -697,45 +738,24 @@ fn broker_restarted_twice_mid_stream_loses_and_doubles_nothing() {
     let started = Instant::now();
     let feeder = feed(servers.clone(), topics.raw.clone(), records, Duration::from_secs(20));
     let log = dir.path().join("workers.log");
-    let mut worker = Worker::start_logged(&config, "restarts", &log);
-    let mut exits: Vec<String> = Vec::new();
-    // One read_committed reader, kept across the restarts, counts what is
-    // visible; while waiting on it, a worker that exited is started again.
-    let watch = reader(&servers, &topics.joined, "read_committed");
-    let mut visible = 0usize;
-    let mut wait_for = |at_least: usize, timeout: Duration, worker: &mut Worker, exits: &mut Vec<String>| -> usize {
-        let deadline = Instant::now() + timeout;
-        while visible < at_least && Instant::now() < deadline {
-            if let Some(status) = worker.0.try_wait().unwrap() {
-                exits.push(format!("{status} after {:.1?}", started.elapsed()));
-                assert!(exits.len() <= 10, "the worker exited more than 10 times: {exits:?}");
-                *worker = Worker::start_logged(&config, "restarts", &log);
-            }
-            match watch.poll(Duration::from_millis(200)) {
-                Some(Ok(_)) => visible += 1,
-                Some(Err(e)) => eprintln!("watch reader: {e}"), // broker away: retried
-                None => {}
-            }
-        }
-        visible
-    };
+    let mut join = Supervised::start(&config, "restarts", &log, &servers, &topics.joined, started);
     let mut restarts_at = Vec::new();
     for round in 1..=2 {
-        let seen = wait_for(visible_goal(round, want.len()), Duration::from_secs(60), &mut worker, &mut exits);
+        let seen = join.wait_for(visible_goal(round, want.len()), Duration::from_secs(60));
         assert!(seen >= visible_goal(round, want.len()), "only {seen} joined records visible before restart {round}");
         assert!(!feeder.is_finished(), "input was all produced before restart {round}: the restart must be mid-stream");
         restarts_at.push(format!("restart {round} at {seen} joined records, {:.1?}", started.elapsed()));
         broker.restart().unwrap_or_else(|e| panic!("broker restart {round}: {e}\n{}", broker.log_tail()));
     }
     while !feeder.is_finished() {
-        wait_for(usize::MAX, Duration::from_millis(500), &mut worker, &mut exits);
+        join.wait_for(usize::MAX, Duration::from_millis(500));
     }
     feeder.join().unwrap();
-    let seen = wait_for(want.len(), Duration::from_secs(120), &mut worker, &mut exits);
-    eprintln!("{restarts_at:?}; {seen} joined records visible, {} wanted; worker exits: {exits:?}; {:.1?}", want.len(), started.elapsed());
+    let seen = join.wait_for(want.len(), Duration::from_secs(120));
+    eprintln!("{restarts_at:?}; {seen} joined records visible, {} wanted; worker exits: {:?}; {:.1?}", want.len(), join.exits, started.elapsed());
     // Judged while the worker still runs, so that a pair it doubled late is seen too.
     check_exactly_once(&servers, &topics, &log, produced, &want);
-    drop(worker);
+    drop(join);
 }
 
 /// A three-broker cluster (replication 3, min.insync.replicas 2): the
@@ -764,27 +784,8 @@ fn the_partition_leader_killed_in_a_three_broker_cluster_loses_and_doubles_nothi
     let started = Instant::now();
     let feeder = feed(servers.clone(), topics.raw.clone(), records, Duration::from_secs(20));
     let log = dir.path().join("workers.log");
-    let mut worker = Worker::start_logged(&config, "leader-kill", &log);
-    let mut exits: Vec<String> = Vec::new();
-    let watch = reader(&servers, &topics.joined, "read_committed");
-    let mut visible = 0usize;
-    let mut wait_for = |at_least: usize, timeout: Duration, worker: &mut Worker, exits: &mut Vec<String>| -> usize {
-        let deadline = Instant::now() + timeout;
-        while visible < at_least && Instant::now() < deadline {
-            if let Some(status) = worker.0.try_wait().unwrap() {
-                exits.push(format!("{status} after {:.1?}", started.elapsed()));
-                assert!(exits.len() <= 10, "the worker exited more than 10 times: {exits:?}");
-                *worker = Worker::start_logged(&config, "leader-kill", &log);
-            }
-            match watch.poll(Duration::from_millis(200)) {
-                Some(Ok(_)) => visible += 1,
-                Some(Err(e)) => eprintln!("watch reader: {e}"),
-                None => {}
-            }
-        }
-        visible
-    };
-    let seen = wait_for(want.len() / 10, Duration::from_secs(60), &mut worker, &mut exits);
+    let mut join = Supervised::start(&config, "leader-kill", &log, &servers, &topics.joined, started);
+    let seen = join.wait_for(want.len() / 10, Duration::from_secs(60));
     assert!(seen >= want.len() / 10, "only {seen} joined records visible before the kill");
     assert!(!feeder.is_finished(), "input was all produced before the kill: it must be mid-stream");
     // The leader of raw partition 0, by its port.
@@ -795,17 +796,17 @@ fn the_partition_leader_killed_in_a_three_broker_cluster_loses_and_doubles_nothi
     let node = (0..KafkaCluster::NODES).find(|&i| cluster.port(i) == port).unwrap();
     let killed_at = started.elapsed();
     cluster.kill_node(node);
-    wait_for(usize::MAX, Duration::from_secs(8), &mut worker, &mut exits);
+    join.wait_for(usize::MAX, Duration::from_secs(8));
     cluster.restart_node(node).unwrap();
     while !feeder.is_finished() {
-        wait_for(usize::MAX, Duration::from_millis(500), &mut worker, &mut exits);
+        join.wait_for(usize::MAX, Duration::from_millis(500));
     }
     feeder.join().unwrap();
-    let seen = wait_for(want.len(), Duration::from_secs(120), &mut worker, &mut exits);
-    eprintln!("leader (node {}) killed at {killed_at:.1?} after {} joined records; {seen} visible at the end, {} wanted; worker exits: {exits:?}; {:.1?}",
-        leader_id, want.len() / 10, want.len(), started.elapsed());
+    let seen = join.wait_for(want.len(), Duration::from_secs(120));
+    eprintln!("leader (node {}) killed at {killed_at:.1?} after {} joined records; {seen} visible at the end, {} wanted; worker exits: {:?}; {:.1?}",
+        leader_id, want.len() / 10, want.len(), join.exits, started.elapsed());
     check_exactly_once(&servers, &topics, &log, produced, &want);
-    drop(worker);
+    drop(join);
 }
 
 /// Joined records to see before broker restart `round`: a tenth, then a
