@@ -30,10 +30,16 @@ COPY worker/ worker/
 COPY operator/ operator/
 COPY testkit/ testkit/
 
+# Cargo decides what to rebuild by file times: a source file older than
+# the cached build of an earlier version (a checkout edited before that
+# build ran) would be taken as built, and the image would hold old code.
+# Touching the workspace's sources makes cargo rebuild its own crates (never
+# the dependencies) every time.
 RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \
     --mount=type=cache,target=/usr/local/cargo/git,sharing=locked \
     --mount=type=cache,target=/src/target,id=millrace-target,sharing=locked \
-    cargo build --release --locked -p millrace-operator \
+    find join config health worker operator testkit -name '*.rs' -exec touch {} + \
+ && cargo build --release --locked -p millrace-operator \
  && mkdir -p /out \
  && objcopy --strip-debug target/release/millrace-operator /out/millrace-operator \
  && /out/millrace-operator --version
@@ -56,7 +62,7 @@ COPY --from=builder /out/millrace-operator /millrace-operator
 # Numeric, so that Kubernetes can verify runAsNonRoot without a passwd entry.
 USER 65532:65532
 
-# /metrics, /healthz, /readyz (--metrics-addr, default 0.0.0.0:8080).
+# /metrics, /healthz, /readyz (--metrics-addr, default [::]:8080).
 EXPOSE 8080
 
 ENTRYPOINT ["/millrace-operator"]

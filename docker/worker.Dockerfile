@@ -38,10 +38,16 @@ COPY testkit/ testkit/
 # a source change recompiles only the workspace crates. The binary is copied
 # out of the cache in the same step, and its debug info (the release
 # profile keeps line tables for profiling) stripped to keep the image small.
+# Cargo decides what to rebuild by file times: a source file older than
+# the cached build of an earlier version (a checkout edited before that
+# build ran) would be taken as built, and the image would hold old code.
+# Touching the workspace's sources makes cargo rebuild its own crates (never
+# the dependencies) every time.
 RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \
     --mount=type=cache,target=/usr/local/cargo/git,sharing=locked \
     --mount=type=cache,target=/src/target,id=millrace-target,sharing=locked \
-    cargo build --release --locked -p millrace-worker \
+    find join config health worker operator testkit -name '*.rs' -exec touch {} + \
+ && cargo build --release --locked -p millrace-worker \
  && mkdir -p /out \
  && objcopy --strip-debug target/release/millrace-worker /out/millrace-worker \
  && /out/millrace-worker --version
@@ -67,7 +73,7 @@ COPY --from=builder /out/millrace-worker /millrace-worker
 # Numeric, so that Kubernetes can verify runAsNonRoot without a passwd entry.
 USER 65532:65532
 
-# /metrics, /healthz, /readyz (--metrics-addr, default 0.0.0.0:9090).
+# /metrics, /healthz, /readyz (--metrics-addr, default [::]:9090).
 EXPOSE 9090
 
 # The operator runs: run --config /etc/millrace/pipeline.yaml --stage <stage>

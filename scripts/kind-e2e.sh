@@ -239,6 +239,13 @@ helm --kubeconfig "$KUBECONFIG_FILE" install "$RELEASE" charts/millrace \
 k wait --for=condition=Established crd/streampipelines.millrace.io --timeout=60s
 
 # --- the pipeline -----------------------------------------------------------------------
+# The MQTT login of the workers and of the simulator below; the managed
+# broker requires it (and refuses anonymous clients).
+export MILLRACE_MQTT_USERNAME=line-1
+MILLRACE_MQTT_PASSWORD=$(head -c 18 /dev/urandom | base64 | tr '/+' '_-')
+export MILLRACE_MQTT_PASSWORD
+k -n "$NS" create secret generic mqtt-login --from-literal=username="$MILLRACE_MQTT_USERNAME" \
+  --from-literal=password="$MILLRACE_MQTT_PASSWORD" --dry-run=client -o yaml | k apply -f - >/dev/null
 log "applying scripts/kind/pipeline.yaml (workers $WORKER_IMAGE)"
 k apply -f scripts/kind/pipeline.yaml
 if [ "$MODE" = kind ]; then
@@ -275,6 +282,14 @@ elif command -v cargo >/dev/null 2>&1; then
 fi
 if [ -n "$WORKER" ]; then
   wait_for 120 "localhost:1883 (the managed Mosquitto's NodePort)" port_open 1883
+  # The broker takes the workers' login (BrokerReady) and refuses anonymous clients.
+  if command -v mosquitto_pub >/dev/null; then
+    if refused=$(mosquitto_pub -h 127.0.0.1 -p 1883 -t machines/anonymous -m '{}' 2>&1); then
+      fail "the managed Mosquitto took an anonymous client"
+    fi
+    grep -q "not authorised" <<<"$refused" || fail "anonymous publish failed, but not as unauthorised: $refused"
+    log "the managed Mosquitto refuses anonymous clients: $refused"
+  fi
   publish() {
     if [ -f "$DATA" ]; then
       log "publishing $DATA to mqtt://127.0.0.1:1883"
@@ -290,7 +305,8 @@ else
   publish() {
     log "publishing generated machines from a Pod (no simulator runs on this computer)"
     k -n "$NS" delete pod millrace-simulate --ignore-not-found --wait=true >/dev/null
-    k -n "$NS" run millrace-simulate --image="$WORKER_IMAGE" --image-pull-policy=Never --restart=Never -- \
+    k -n "$NS" run millrace-simulate --image="$WORKER_IMAGE" --image-pull-policy=Never --restart=Never \
+      --env=MILLRACE_MQTT_USERNAME="$MILLRACE_MQTT_USERNAME" --env=MILLRACE_MQTT_PASSWORD="$MILLRACE_MQTT_PASSWORD" -- \
       simulate --url "mqtt://$PIPELINE-mosquitto:1883" --machines 3 --interval 100ms --duration 15s --rate 300
     k -n "$NS" wait --for=jsonpath='{.status.phase}'=Succeeded pod/millrace-simulate --timeout=120s
   }

@@ -19,11 +19,24 @@ use serde::{Deserialize, Serialize};
 
 pub use millrace_join::rule::{JoinRuleConfig, TimePolicy, DURATION_PATTERN};
 
+pub mod kafka_security;
+pub use kafka_security::{KafkaSecurity, SaslMechanism, SecurityProtocol, TlsFiles};
+
 /// What the CRD schema lets through as an MQTT broker URL (the scheme; the
 /// host and port are checked by `PipelineConfig::validate`).
 pub const MQTT_URL_PATTERN: &str = r"^(mqtt|tcp)://[^\s]+$";
 /// What the CRD schema lets through as an InfluxDB URL.
 pub const HTTP_URL_PATTERN: &str = r"^https?://[^\s]+$";
+
+/// The scope of a worker run from a file: what the names a configuration
+/// leaves out (topics, consumer group, MQTT client ids and share group) are
+/// made from. The operator scopes each pipeline by its namespace and name
+/// instead ([`PipelineConfig::fill_names`]), so that two pipelines never
+/// share a topic, a group or a session unless their specs name it.
+pub const STANDALONE_SCOPE: &str = "millrace";
+const STANDALONE_RAW_TOPIC: &str = "millrace.raw";
+const STANDALONE_JOINED_TOPIC: &str = "millrace.joined";
+const STANDALONE_DEAD_LETTER_TOPIC: &str = "millrace.dead-letter";
 
 /// A whole pipeline: where machine data comes from, the Kafka topics that
 /// carry it, the joins to derive, and where results go.
@@ -69,13 +82,16 @@ pub struct MqttSource {
     #[serde(default = "default_qos")]
     #[schemars(range(min = 0, max = 2))]
     pub qos: u8,
-    /// Client id prefix; each worker appends its own suffix.
-    #[serde(default = "default_client_id")]
-    pub client_id: String,
+    /// Client id prefix; each worker appends its own suffix. Default: the
+    /// scope, `millrace` for a worker run from a file and
+    /// `millrace.<namespace>.<name>` for a `StreamPipeline`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
     /// Shared-subscription group (`$share/GROUP/...`) so that several ingest
     /// workers split the messages between them. Empty: plain subscription.
-    #[serde(default = "default_share_group")]
-    pub share_group: String,
+    /// Default: the scope, as for `clientId`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub share_group: Option<String>,
     /// Largest message accepted, in bytes; larger ones go to the dead letters.
     #[serde(default = "default_max_message_bytes")]
     pub max_message_bytes: usize,
@@ -112,9 +128,12 @@ pub struct PayloadFormat {
 pub struct KafkaConfig {
     /// Comma-separated `host:port` list.
     pub bootstrap_servers: String,
-    /// Consumer group prefix; each stage appends its name.
-    #[serde(default = "default_group_id")]
-    pub group_id: String,
+    /// Consumer group prefix; each stage appends its name, and the join
+    /// stage's transactional ids start with it. Default: the scope,
+    /// `millrace` for a worker run from a file and
+    /// `millrace.<namespace>.<name>` for a `StreamPipeline`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group_id: Option<String>,
     /// The topics of the pipeline.
     #[serde(default)]
     pub topics: Topics,
@@ -122,8 +141,12 @@ pub struct KafkaConfig {
     #[serde(default = "default_transaction_interval", with = "humantime_serde")]
     #[schemars(with = "String", regex(pattern = DURATION_PATTERN))]
     pub transaction_interval: Duration,
-    /// Extra librdkafka properties for every client (e.g. security settings
-    /// that are not secret).
+    /// TLS and SASL: how the clients reach a secured Kafka.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security: Option<KafkaSecurity>,
+    /// Extra librdkafka properties for every client (tuning, or security
+    /// settings `security` does not cover); never a password or a key,
+    /// which are refused here (this ends up in a ConfigMap).
     #[serde(default)]
     pub properties: BTreeMap<String, String>,
     /// After a restart or rebalance, the join stage re-reads at most this
@@ -136,18 +159,20 @@ pub struct KafkaConfig {
     pub replay_limit: u64,
 }
 
-/// The three topics of a pipeline.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+/// The topics of a pipeline. Names left out are made from the scope:
+/// `<scope>.raw`, `<scope>.joined` and `<scope>.dead-letter` (`millrace.raw`
+/// and so on for a worker run from a file).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Topics {
     /// Narrow records from ingest, keyed by machine.
-    #[serde(default = "default_raw_topic")]
+    #[serde(default)]
     pub raw: TopicSpec,
     /// Joined records from the join stage, keyed by machine.
-    #[serde(default = "default_joined_topic")]
+    #[serde(default)]
     pub joined: TopicSpec,
     /// Records that could not be processed, with the reason.
-    #[serde(default = "default_dead_letter_topic")]
+    #[serde(default)]
     pub dead_letter: TopicSpec,
     /// The join stage's held records older than its replay limit
     /// (compacted; as many partitions as `raw`). It belongs to the join's
@@ -163,32 +188,52 @@ pub struct Topics {
 pub struct StateTopicSpec {
     /// Topic name.
     pub name: String,
-    /// Replication factor.
-    #[serde(default = "default_replication")]
+    /// Replication factor; the raw topic's when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
-    pub replication_factor: i32,
+    pub replication_factor: Option<i32>,
     /// Topic configs besides `cleanup.policy=compact`.
     #[serde(default)]
     pub config: BTreeMap<String, String>,
 }
 
-/// One Kafka topic.
+/// One Kafka topic as the configuration gives it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TopicSpec {
-    /// Topic name.
-    pub name: String,
+    /// Topic name; made from the scope when unset (see [`Topics`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
     /// Number of partitions. It can be increased later, never decreased.
     #[serde(default = "default_partitions")]
     #[schemars(range(min = 1))]
     pub partitions: i32,
-    /// Replication factor.
-    #[serde(default = "default_replication")]
+    /// Replication factor; the broker's `default.replication.factor` when
+    /// unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
-    pub replication_factor: i32,
+    pub replication_factor: Option<i32>,
     /// Topic configs, e.g. `retention.ms`.
     #[serde(default)]
     pub config: BTreeMap<String, String>,
+}
+
+/// A topic as it is created: every name resolved.
+#[derive(Clone, Debug, PartialEq)]
+pub struct KafkaTopic {
+    pub name: String,
+    pub partitions: i32,
+    /// `None`: the broker's default.
+    pub replication_factor: Option<i32>,
+    pub config: BTreeMap<String, String>,
+}
+
+impl KafkaTopic {
+    /// The replication factor a CreateTopics request carries: -1 asks the
+    /// broker for its `default.replication.factor`.
+    pub fn replication_for_create(&self) -> i32 {
+        self.replication_factor.unwrap_or(-1)
+    }
 }
 
 /// The InfluxDB 1.x target.
@@ -320,8 +365,16 @@ impl PipelineConfig {
             check_url(&influxdb.url, &["http", "https"]).map_err(|m| invalid("influxdb.url", &m))?;
         }
         if let Some(kafka) = &self.kafka {
-            let join_state = kafka.join_state_spec();
-            let topics = [("raw", &kafka.topics.raw), ("joined", &kafka.topics.joined), ("deadLetter", &kafka.topics.dead_letter), ("joinState", &join_state)];
+            if let Some((key, instead)) = kafka_security::secret_property(kafka.properties.keys()) {
+                return Err(invalid(
+                    &format!("kafka.properties.{key}"),
+                    &format!("a secret does not belong in the configuration (on Kubernetes it sits in a ConfigMap); give {instead}"),
+                ));
+            }
+            if let Some(security) = &kafka.security {
+                security.check().map_err(|(field, message)| invalid(&format!("kafka.security.{field}"), &message))?;
+            }
+            let topics = kafka.wanted_topics();
             for (i, (field, topic)) in topics.iter().enumerate() {
                 check_topic_name(&topic.name).map_err(|m| invalid(&format!("kafka.topics.{field}.name"), &m))?;
                 if topic.partitions < 1 {
@@ -336,6 +389,25 @@ impl PipelineConfig {
             }
         }
         Ok(())
+    }
+}
+
+impl PipelineConfig {
+    /// Gives every name the configuration leaves out the one `scope` makes:
+    /// MQTT client id prefix and share group, consumer group `<scope>`, and
+    /// topics `<scope>.raw`, `<scope>.joined` and `<scope>.dead-letter` (the
+    /// join state topic follows from the raw topic and the group). Names
+    /// given are kept. With [`STANDALONE_SCOPE`] nothing changes in effect.
+    pub fn fill_names(&mut self, scope: &str) {
+        self.mqtt.client_id.get_or_insert_with(|| scope.to_string());
+        self.mqtt.share_group.get_or_insert_with(|| scope.to_string());
+        if let Some(kafka) = &mut self.kafka {
+            kafka.group_id.get_or_insert_with(|| scope.to_string());
+            let topics = &mut kafka.topics;
+            for (topic, suffix) in [(&mut topics.raw, "raw"), (&mut topics.joined, "joined"), (&mut topics.dead_letter, "dead-letter")] {
+                topic.name.get_or_insert_with(|| format!("{scope}.{suffix}"));
+            }
+        }
     }
 }
 
@@ -407,8 +479,8 @@ impl Default for MqttSource {
             url: default_mqtt_url(),
             topics: default_mqtt_topics(),
             qos: default_qos(),
-            client_id: default_client_id(),
-            share_group: default_share_group(),
+            client_id: None,
+            share_group: None,
             max_message_bytes: default_max_message_bytes(),
             credentials: None,
         }
@@ -426,57 +498,104 @@ impl Default for PayloadFormat {
     }
 }
 
-impl Default for Topics {
+impl Default for TopicSpec {
     fn default() -> Self {
-        Self {
-            raw: default_raw_topic(),
-            joined: default_joined_topic(),
-            dead_letter: default_dead_letter_topic(),
-            join_state: None,
-        }
+        Self { name: None, partitions: default_partitions(), replication_factor: None, config: BTreeMap::new() }
+    }
+}
+
+impl MqttSource {
+    /// The client id prefix (the scope's when left out).
+    pub fn client_id(&self) -> &str {
+        self.client_id.as_deref().unwrap_or(STANDALONE_SCOPE)
+    }
+
+    /// The shared-subscription group, empty for none (the scope when left out).
+    pub fn share_group(&self) -> &str {
+        self.share_group.as_deref().unwrap_or(STANDALONE_SCOPE)
     }
 }
 
 impl Topics {
-    /// `<raw>.<groupId>.join-state`: the state of one consumer group's join of
-/// one raw topic, so that pipelines sharing either never share it. Characters
-/// a topic name cannot hold become `_`; a name past Kafka's 249 characters
-/// is cut and ends in a hash of the whole.
-fn default_join_state_name(raw: &str, group_id: &str) -> String {
-    use sha2::Digest;
-    let full = format!("{raw}.{group_id}.join-state");
-    let name: String = full.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') { c } else { '_' }).collect();
-    if name.len() <= 249 {
-        return name;
+    /// The raw topic's name.
+    pub fn raw_name(&self) -> &str {
+        self.raw.name.as_deref().unwrap_or(STANDALONE_RAW_TOPIC)
     }
-    let hash = hex::encode(&sha2::Sha256::digest(full.as_bytes())[..8]);
-    format!("{}-{hash}.join-state", &name[..249 - 28])
-}
 
-/// The join state topic as created: the raw topic's partitions (state
+    /// The joined topic's name.
+    pub fn joined_name(&self) -> &str {
+        self.joined.name.as_deref().unwrap_or(STANDALONE_JOINED_TOPIC)
+    }
+
+    /// The dead-letter topic's name.
+    pub fn dead_letter_name(&self) -> &str {
+        self.dead_letter.name.as_deref().unwrap_or(STANDALONE_DEAD_LETTER_TOPIC)
+    }
+
+    /// `<raw>.<groupId>.join-state`: the state of one consumer group's join of
+    /// one raw topic, so that pipelines sharing either never share it. Characters
+    /// a topic name cannot hold become `_`; a name past Kafka's 249 characters
+    /// is cut and ends in a hash of the whole.
+    fn default_join_state_name(raw: &str, group_id: &str) -> String {
+        use sha2::Digest;
+        let full = format!("{raw}.{group_id}.join-state");
+        let name: String = full.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') { c } else { '_' }).collect();
+        if name.len() <= 249 {
+            return name;
+        }
+        let hash = hex::encode(&sha2::Sha256::digest(full.as_bytes())[..8]);
+        format!("{}-{hash}.join-state", &name[..249 - 28])
+    }
+
+    /// The join state topic as created: the raw topic's partitions (state
     /// partition p holds what raw partition p's join holds) and compacted.
     /// `group_id` names it by default: it holds that group's state.
-    pub fn join_state_spec(&self, group_id: &str) -> TopicSpec {
+    pub fn join_state_topic(&self, group_id: &str) -> KafkaTopic {
         let (name, replication_factor, mut config) = match &self.join_state {
-            Some(s) => (s.name.clone(), s.replication_factor, s.config.clone()),
-            None => (Self::default_join_state_name(&self.raw.name, group_id), self.raw.replication_factor, BTreeMap::new()),
+            Some(s) => (s.name.clone(), s.replication_factor.or(self.raw.replication_factor), s.config.clone()),
+            None => (Self::default_join_state_name(self.raw_name(), group_id), self.raw.replication_factor, BTreeMap::new()),
         };
         config.insert("cleanup.policy".into(), "compact".into());
-        TopicSpec { name, partitions: self.raw.partitions, replication_factor, config }
+        KafkaTopic { name, partitions: self.raw.partitions, replication_factor, config }
     }
 }
 
 impl KafkaConfig {
-    /// The join stage's state topic (see [`Topics::join_state_spec`]).
-    pub fn join_state_spec(&self) -> TopicSpec {
-        self.topics.join_state_spec(&self.group_id)
+    /// The consumer group prefix (the scope when left out).
+    pub fn group_id(&self) -> &str {
+        self.group_id.as_deref().unwrap_or(STANDALONE_SCOPE)
+    }
+
+    /// The join stage's state topic (see [`Topics::join_state_topic`]).
+    pub fn join_state_topic(&self) -> KafkaTopic {
+        self.topics.join_state_topic(self.group_id())
+    }
+
+    /// Every topic of the pipeline, as created, with the field that names
+    /// it: raw, joined, dead letters and the join stage's state.
+    pub fn wanted_topics(&self) -> [(&'static str, KafkaTopic); 4] {
+        let as_created = |spec: &TopicSpec, name: &str| KafkaTopic {
+            name: name.to_string(),
+            partitions: spec.partitions,
+            replication_factor: spec.replication_factor,
+            config: spec.config.clone(),
+        };
+        let t = &self.topics;
+        [
+            ("raw", as_created(&t.raw, t.raw_name())),
+            ("joined", as_created(&t.joined, t.joined_name())),
+            ("deadLetter", as_created(&t.dead_letter, t.dead_letter_name())),
+            ("joinState", self.join_state_topic()),
+        ]
     }
 
     /// The librdkafka properties every client starts from: the bootstrap
-    /// servers, then the pipeline's extra properties (which may override
-    /// anything before them).
+    /// servers, the security settings, then the pipeline's extra properties
+    /// (which may override anything before them). Credentials are not among
+    /// them: the client adds those from where they are kept.
     pub fn client_properties(&self) -> impl Iterator<Item = (String, String)> + '_ {
         std::iter::once(("bootstrap.servers".to_string(), self.bootstrap_servers.clone()))
+            .chain(self.security.iter().flat_map(|s| s.properties()))
             .chain(self.properties.iter().map(|(k, v)| (k.clone(), v.clone())))
     }
 }
@@ -484,27 +603,20 @@ impl KafkaConfig {
 impl TopicSpec {
     /// A topic with default partitions, replication and no configs.
     pub fn named(name: &str) -> Self {
-        Self { name: name.into(), partitions: default_partitions(), replication_factor: default_replication(), config: BTreeMap::new() }
+        Self { name: Some(name.into()), ..Default::default() }
     }
 }
 
 fn default_mqtt_url() -> String { "mqtt://127.0.0.1:1883".into() }
 fn default_mqtt_topics() -> Vec<String> { vec!["machines/#".into()] }
 fn default_qos() -> u8 { 1 }
-fn default_client_id() -> String { "millrace".into() }
-fn default_share_group() -> String { "millrace".into() }
 fn default_max_message_bytes() -> usize { 256 * 1024 }
 fn default_thing_field() -> String { "Thing".into() }
 fn default_timestamp_field() -> String { "Timestamp".into() }
 fn default_id_field() -> String { "id".into() }
-fn default_group_id() -> String { "millrace".into() }
 fn default_transaction_interval() -> Duration { Duration::from_millis(100) }
-fn default_raw_topic() -> TopicSpec { TopicSpec::named("millrace.raw") }
-fn default_joined_topic() -> TopicSpec { TopicSpec::named("millrace.joined") }
-fn default_dead_letter_topic() -> TopicSpec { TopicSpec::named("millrace.dead-letter") }
 fn default_replay_limit() -> u64 { 100_000 }
 fn default_partitions() -> i32 { 6 }
-fn default_replication() -> i32 { 1 }
 fn default_database() -> String { "millrace".into() }
 fn default_measurement() -> String { "machine".into() }
 fn default_export_streams() -> Vec<ExportStream> { vec![ExportStream::Raw, ExportStream::Joined] }
@@ -598,24 +710,55 @@ mod tests {
     }
 
     #[test]
+    fn names_left_out_are_made_from_the_scope_and_names_given_are_kept() {
+        let standalone = PipelineConfig::from_yaml("kafka: {bootstrapServers: k}\n").unwrap();
+        let mut filled = standalone.clone();
+        filled.fill_names(STANDALONE_SCOPE);
+        let (k, f) = (standalone.kafka.as_ref().unwrap(), filled.kafka.as_ref().unwrap());
+        assert_eq!(k.wanted_topics(), f.wanted_topics(), "a worker run from a file: as if filled with its scope");
+        assert_eq!((k.group_id(), standalone.mqtt.client_id(), standalone.mqtt.share_group()), ("millrace", "millrace", "millrace"));
+        assert_eq!(k.topics.raw_name(), "millrace.raw");
+
+        let mut scoped = PipelineConfig::from_yaml("mqtt: {shareGroup: ''}\nkafka: {bootstrapServers: k, topics: {joined: {name: plant.joined}, raw: {partitions: 12}}}\n").unwrap();
+        scoped.fill_names("millrace.plant.line-1");
+        let k = scoped.kafka.as_ref().unwrap();
+        let names: Vec<String> = k.wanted_topics().into_iter().map(|(_, t)| t.name).collect();
+        assert_eq!(
+            names,
+            [
+                "millrace.plant.line-1.raw",
+                "plant.joined",
+                "millrace.plant.line-1.dead-letter",
+                "millrace.plant.line-1.raw.millrace.plant.line-1.join-state"
+            ]
+        );
+        assert_eq!(k.wanted_topics()[0].1.partitions, 12, "the rest of a topic given without a name is kept");
+        assert_eq!((k.group_id(), scoped.mqtt.client_id()), ("millrace.plant.line-1", "millrace.plant.line-1"));
+        assert_eq!(scoped.mqtt.share_group(), "", "an empty share group (no shared subscription) is a name given");
+        let yaml = serde_yaml::to_string(&scoped).unwrap();
+        assert_eq!(PipelineConfig::from_yaml(&yaml).unwrap(), scoped, "the filled names are written out for the worker");
+        assert_eq!(k.wanted_topics()[0].1.replication_factor, None, "the broker's default replication");
+    }
+
+    #[test]
     fn the_join_state_topic_follows_the_raw_topic_and_is_named_after_the_group() {
         let c = PipelineConfig::from_yaml("kafka: {bootstrapServers: k, groupId: line-1, topics: {raw: {name: plant.raw, partitions: 12, replicationFactor: 3}}}\n").unwrap();
-        let state = c.kafka.unwrap().join_state_spec();
-        assert_eq!((state.name.as_str(), state.partitions, state.replication_factor), ("plant.raw.line-1.join-state", 12, 3));
+        let state = c.kafka.unwrap().join_state_topic();
+        assert_eq!((state.name.as_str(), state.partitions, state.replication_factor), ("plant.raw.line-1.join-state", 12, Some(3)));
         assert_eq!(state.config["cleanup.policy"], "compact");
         let c = PipelineConfig::from_yaml(
             "kafka: {bootstrapServers: k, topics: {raw: {name: r, partitions: 4}, joinState: {name: s, config: {cleanup.policy: delete, segment.ms: '60000'}}}}\n",
         )
         .unwrap();
-        let state = c.kafka.unwrap().join_state_spec();
+        let state = c.kafka.unwrap().join_state_topic();
         assert_eq!((state.name.as_str(), state.partitions), ("s", 4));
         assert_eq!(state.config["cleanup.policy"], "compact", "always compacted");
         assert_eq!(state.config["segment.ms"], "60000");
         // A group id a topic name cannot hold, and one too long for Kafka.
         let odd = PipelineConfig::from_yaml("kafka: {bootstrapServers: k, groupId: 'plant a/line 1', topics: {raw: {name: r}}}\n").unwrap();
-        assert_eq!(odd.kafka.unwrap().join_state_spec().name, "r.plant_a_line_1.join-state");
+        assert_eq!(odd.kafka.unwrap().join_state_topic().name, "r.plant_a_line_1.join-state");
         let long = PipelineConfig::from_yaml(&format!("kafka: {{bootstrapServers: k, groupId: '{}', topics: {{raw: {{name: r}}}}}}\n", "g".repeat(300))).unwrap();
-        let name = long.kafka.unwrap().join_state_spec().name;
+        let name = long.kafka.unwrap().join_state_topic().name;
         assert!(name.len() <= 249 && name.ends_with(".join-state"), "{name}");
         assert!(check_topic_name(&name).is_ok());
     }

@@ -61,10 +61,27 @@ async fn readyz<M: MetricsText>(State(health): State<Arc<Health<M>>>) -> impl In
     }
 }
 
+/// The default listen address: `[::]`, every IPv6 address and (the socket
+/// being dual-stack) every IPv4 one, so that IPv6-only and dual-stack
+/// clusters reach the endpoint as IPv4 ones do.
+pub const ANY: std::net::IpAddr = std::net::IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED);
+
+/// Binds `addr`; `[::]` on a kernel without IPv6 falls back to `0.0.0.0`.
+pub async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    match tokio::net::TcpListener::bind(addr).await {
+        Err(e) if addr.ip() == ANY => {
+            let v4 = SocketAddr::new(std::net::Ipv4Addr::UNSPECIFIED.into(), addr.port());
+            tracing::info!(error = %e, "no IPv6 here: listening on {v4}");
+            tokio::net::TcpListener::bind(v4).await.map_err(|_| e)
+        }
+        bound => bound,
+    }
+}
+
 /// Binds the endpoint and serves it in the background; returns the bound
 /// address (useful with port 0).
 pub async fn serve<M: MetricsText>(addr: SocketAddr, health: Arc<Health<M>>) -> std::io::Result<SocketAddr> {
-    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let listener = bind(addr).await?;
     let bound = listener.local_addr()?;
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, router(health)).await {
@@ -72,4 +89,19 @@ pub async fn serve<M: MetricsText>(addr: SocketAddr, health: Arc<Health<M>>) -> 
         }
     });
     Ok(bound)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_default_address_takes_ipv4_and_ipv6_clients() {
+        let listener = bind(SocketAddr::new(ANY, 0)).await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::net::TcpStream::connect(("127.0.0.1", port)).await.expect("an IPv4 client");
+        if std::net::TcpListener::bind("[::1]:0").is_ok() {
+            tokio::net::TcpStream::connect(("::1", port)).await.expect("an IPv6 client");
+        }
+    }
 }

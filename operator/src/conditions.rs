@@ -26,16 +26,25 @@ impl Observation {
 }
 
 /// The conditions after `observations`, keeping each one's last transition
-/// time while its status stays the same; `Ready` is true when all are.
+/// time while its status stays the same; `Ready` is true when all are. A
+/// condition not observed this time (an invalid spec stops a reconcile
+/// before the children, which stay as they were) keeps what it said, and
+/// the generation it said it of.
 pub fn merge(previous: &[Condition], observations: &[Observation], generation: Option<i64>, now: Time) -> Vec<Condition> {
-    let not_ready: Vec<&Observation> = observations.iter().filter(|o| !o.ok).collect();
+    let kept: Vec<&Condition> = previous.iter().filter(|c| c.type_ != READY && !observations.iter().any(|o| o.kind == c.type_)).collect();
+    let not_ready: Vec<(&str, &str, &str)> = observations
+        .iter()
+        .filter(|o| !o.ok)
+        .map(|o| (o.kind, o.reason.as_str(), o.message.as_str()))
+        .chain(kept.iter().filter(|c| c.status != "True").map(|c| (c.type_.as_str(), c.reason.as_str(), c.message.as_str())))
+        .collect();
     let ready = match not_ready.first() {
         None => Observation::new(READY, true, "PipelineReady", "every part of the pipeline is ready"),
-        Some(first) => Observation::new(
+        Some((_, reason, _)) => Observation::new(
             READY,
             false,
-            &first.reason,
-            not_ready.iter().map(|o| format!("{}: {}", o.kind, o.message)).collect::<Vec<_>>().join("; "),
+            reason,
+            not_ready.iter().map(|(kind, _, message)| format!("{kind}: {message}")).collect::<Vec<_>>().join("; "),
         ),
     };
     std::iter::once(&ready)
@@ -56,6 +65,7 @@ pub fn merge(previous: &[Condition], observations: &[Observation], generation: O
                 last_transition_time,
             }
         })
+        .chain(kept.into_iter().cloned())
         .collect()
 }
 
@@ -88,5 +98,25 @@ mod tests {
         assert_eq!(second[1].last_transition_time, time(100), "SpecValid did not change");
         assert_eq!(second[2].last_transition_time, time(200), "TopicsReady did");
         assert_eq!(second[2].observed_generation, Some(2));
+    }
+
+    #[test]
+    fn an_invalid_spec_keeps_what_the_other_conditions_said() {
+        let valid = merge(
+            &[],
+            &[
+                Observation::new(SPEC_VALID, true, "Valid", "ok"),
+                Observation::new(WORKERS_READY, true, "WorkersAvailable", "3/3"),
+                Observation::new(TOPICS_READY, false, "KafkaUnreachable", "no broker"),
+            ],
+            Some(1),
+            time(100),
+        );
+        let invalid = merge(&valid, &[Observation::new(SPEC_VALID, false, "InvalidSpec", "spec.pipeline.mqtt.url: no host")], Some(2), time(200));
+        let kinds: Vec<&str> = invalid.iter().map(|c| c.type_.as_str()).collect();
+        assert_eq!(kinds, [READY, SPEC_VALID, WORKERS_READY, TOPICS_READY]);
+        assert_eq!(invalid[2], valid[2], "WorkersReady as it was, of generation 1");
+        assert_eq!(invalid[0].reason, "InvalidSpec");
+        assert_eq!(invalid[0].message, "SpecValid: spec.pipeline.mqtt.url: no host; TopicsReady: no broker");
     }
 }

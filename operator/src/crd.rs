@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::ResourceRequirements;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::CustomResource;
 use millrace_config::PipelineConfig;
@@ -63,6 +64,10 @@ pub struct StreamPipelineSpec {
     /// platforms such as OpenShift that assign them).
     #[serde(default)]
     pub user_ids: crate::children::pod_security::UserIds,
+    /// Image pull Secrets, node selector, tolerations and affinity of every
+    /// Pod the operator makes for the pipeline (workers, Mosquitto, Grafana).
+    #[serde(default)]
+    pub pods: crate::children::placement::PodPlacement,
 }
 
 /// Whether topics outlive their pipeline.
@@ -76,12 +81,14 @@ pub enum DeletionPolicy {
 }
 
 /// The worker Pods.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Workers {
-    /// Worker image.
-    #[serde(default = "default_image")]
-    pub image: String,
+    /// Worker image. When unset, the operator's default (the worker of the
+    /// operator's own version, or its `--worker-image`), so that upgrading
+    /// the operator upgrades the workers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
     /// Image pull policy: Always, IfNotPresent or Never.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(extend("enum" = ["Always", "IfNotPresent", "Never"]))]
@@ -97,16 +104,6 @@ pub struct Workers {
     /// The export stage (raw and joined topics to InfluxDB).
     #[serde(default)]
     pub export: StageSpec,
-}
-
-impl Default for Workers {
-    fn default() -> Self {
-        Self { image: default_image(), image_pull_policy: None, ingest: StageSpec::default(), join: StageSpec::default(), export: StageSpec::default() }
-    }
-}
-
-fn default_image() -> String {
-    format!("millrace/worker:{}", env!("CARGO_PKG_VERSION"))
 }
 
 /// One stage's Deployment.
@@ -152,9 +149,12 @@ pub struct ManagedMosquitto {
     /// StorageClass of the broker's claim; the cluster's default when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage_class: Option<String>,
-    /// Require a username and password: this Secret holds the broker's
-    /// password file under the key `passwd` (made with `mosquitto_passwd`).
-    /// The workers' own login comes from `pipeline.mqtt.credentials`.
+    /// More users besides the workers' (machines, bridges): a Secret holding
+    /// a Mosquitto password file under the key `passwd` (made with
+    /// `mosquitto_passwd`). The broker requires a login as soon as
+    /// `pipeline.mqtt.credentials` or this is set; the workers' user is
+    /// written into the broker's password file from
+    /// `pipeline.mqtt.credentials` itself, so there is no second copy of it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth_secret: Option<String>,
     /// Expose the broker on this port of every node (a NodePort Service), so
@@ -211,7 +211,10 @@ pub struct StreamPipelineStatus {
     pub observed_generation: Option<i64>,
     /// `Ready`, `SpecValid`, `TopicsReady`, `BrokerReady`, `WorkersReady`,
     /// `GrafanaReady`, each with a reason and a message.
-    #[serde(default)]
+    // Empty collections are left out rather than sent empty: server-side
+    // apply may store an emptied map or list as null, which the schema
+    // (without defaults to turn it back) refuses.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
     /// Ready worker replicas over wanted ones, e.g. `3/3`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -220,10 +223,10 @@ pub struct StreamPipelineStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub topics_summary: Option<String>,
     /// The Kafka topics as found in the broker.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub topics: Vec<TopicStatus>,
     /// Where to reach the pipeline's services (MQTT, Grafana, metrics).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub endpoints: BTreeMap<String, String>,
 }
 
@@ -237,9 +240,36 @@ pub struct TopicStatus {
     pub partitions: i32,
 }
 
+/// The CRD. Its schema carries no defaults: the API server would store
+/// them into every object, where a later operator could not tell them from
+/// what the user wrote (see `defaults`); the operator resolves them at
+/// each reconcile instead.
+pub fn crd() -> CustomResourceDefinition {
+    use kube::CustomResourceExt;
+    let mut crd = serde_json::to_value(StreamPipeline::crd()).expect("the CRD always serializes");
+    for version in crd["spec"]["versions"].as_array_mut().into_iter().flatten() {
+        without_defaults(&mut version["schema"]["openAPIV3Schema"]);
+    }
+    serde_json::from_value(crd).expect("the CRD reads back")
+}
+
+/// Removes `default` from a schema and every schema inside it (not a
+/// property that happens to be named `default`).
+fn without_defaults(schema: &mut serde_json::Value) {
+    let Some(object) = schema.as_object_mut() else { return };
+    object.remove("default");
+    for (key, value) in object.iter_mut() {
+        match key.as_str() {
+            "properties" | "patternProperties" | "definitions" => value.as_object_mut().into_iter().flat_map(|m| m.values_mut()).for_each(without_defaults),
+            "items" | "additionalProperties" | "not" => without_defaults(value),
+            "allOf" | "anyOf" | "oneOf" => value.as_array_mut().into_iter().flatten().for_each(without_defaults),
+            _ => {}
+        }
+    }
+}
+
 /// The CRD as YAML, exactly what `millrace-operator crd` prints and
 /// `crds/streampipeline.yaml` holds.
 pub fn crd_yaml() -> String {
-    use kube::CustomResourceExt;
-    serde_yaml::to_string(&StreamPipeline::crd()).expect("the CRD always serializes")
+    serde_yaml::to_string(&crd()).expect("the CRD always serializes")
 }

@@ -25,7 +25,7 @@ enum Command {
 #[derive(clap::Args)]
 struct RunArgs {
     /// Where /metrics, /healthz and /readyz are served.
-    #[arg(long, default_value = "0.0.0.0:8080", env = "MILLRACE_OPERATOR_METRICS_ADDR")]
+    #[arg(long, default_value = "[::]:8080", env = "MILLRACE_OPERATOR_METRICS_ADDR")]
     metrics_addr: std::net::SocketAddr,
     /// Reconcile only while holding a Lease, so that several replicas are safe.
     #[arg(long, env = "MILLRACE_LEADER_ELECTION")]
@@ -40,6 +40,10 @@ struct RunArgs {
     /// all the operator needs); all namespaces when unset.
     #[arg(long, env = "MILLRACE_WATCH_NAMESPACE")]
     watch_namespace: Option<String>,
+    /// The worker image of pipelines that name none (`spec.workers.image`):
+    /// the worker of this operator's version unless set.
+    #[arg(long, env = "MILLRACE_WORKER_IMAGE", default_value_t = millrace_operator::defaults::default_worker_image())]
+    worker_image: String,
 }
 
 fn main() -> ExitCode {
@@ -73,7 +77,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let client = kube::Client::try_default().await.map_err(|e| anyhow::anyhow!("cannot reach the cluster: {e}"))?;
     let health = Arc::new(Health::new(OperatorMetrics::default()));
     let bound = health::serve(args.metrics_addr, health.clone()).await?;
-    tracing::info!(metrics = %bound, "operator starting");
+    let defaults = millrace_operator::defaults::OperatorDefaults { worker_image: args.worker_image };
+    tracing::info!(metrics = %bound, worker_image = %defaults.worker_image, "operator starting");
     if args.leader_election {
         let identity = std::env::var("HOSTNAME").unwrap_or_else(|_| format!("millrace-operator-{}", std::process::id()));
         let manager = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), &args.lease_name)
@@ -85,36 +90,41 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             .build()
             .await?;
         let (mut leader, _task) = manager.watch().await;
-        tracing::info!(lease = %args.lease_name, %identity, "waiting to lead");
         health.set_ready(true);
-        // A follower stops at once on SIGTERM (the controller below handles
-        // it itself once leading).
-        let wait = async {
-            while !*leader.borrow_and_update() {
-                leader.changed().await?;
+        loop {
+            tracing::info!(lease = %args.lease_name, %identity, "waiting to lead");
+            // A follower stops at once on SIGTERM (the controller below
+            // handles it itself once leading).
+            let wait = async {
+                while !*leader.borrow_and_update() {
+                    leader.changed().await?;
+                }
+                anyhow::Ok(())
+            };
+            tokio::select! {
+                waited = wait => waited.map_err(|_| anyhow::anyhow!("the Lease manager stopped"))?,
+                signal = termination() => {
+                    tracing::info!(%signal, "stopping while waiting to lead");
+                    return Ok(());
+                }
             }
-            anyhow::Ok(())
-        };
-        tokio::select! {
-            waited = wait => waited?,
-            signal = termination() => {
-                tracing::info!(%signal, "stopping while waiting to lead");
-                return Ok(());
-            }
-        }
-        tracing::info!("leading: reconciling");
-        let controller = millrace_operator::reconcile::run_with(client, args.watch_namespace.as_deref(), health);
-        tokio::select! {
-            _ = controller => Ok(()),
-            _ = async { while *leader.borrow_and_update() { if leader.changed().await.is_err() { break } } } => {
-                // Another replica leads now: stop, and let Kubernetes restart
-                // this one as a follower.
-                anyhow::bail!("lost the leader lease")
+            tracing::info!("leading: reconciling");
+            let controller = millrace_operator::reconcile::run_with(client.clone(), args.watch_namespace.as_deref(), health.clone(), defaults.clone());
+            tokio::select! {
+                // Stopped by SIGTERM.
+                _ = controller => return Ok(()),
+                _ = async { while *leader.borrow_and_update() { if leader.changed().await.is_err() { break } } } => {
+                    // Another replica leads now (this one was cut off from
+                    // the API server past its lease, say): the controller is
+                    // dropped, and this replica follows until it leads again.
+                    // No exit, so no restart count and no crash-loop backoff.
+                    tracing::warn!("lost the leader lease: reconciling stops until this replica leads again");
+                }
             }
         }
     } else {
         health.set_ready(true);
-        millrace_operator::reconcile::run_with(client, args.watch_namespace.as_deref(), health).await;
+        millrace_operator::reconcile::run_with(client, args.watch_namespace.as_deref(), health, defaults).await;
         Ok(())
     }
 }

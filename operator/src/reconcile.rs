@@ -16,6 +16,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
@@ -58,16 +59,21 @@ pub struct Context {
     pub backoff: crate::backoff::ErrorBackoff,
     pub recorder: kube::runtime::events::Recorder,
     pub health: Arc<millrace_health::Health<crate::metrics::OperatorMetrics>>,
+    pub defaults: crate::defaults::OperatorDefaults,
 }
 
 impl Context {
-    pub fn new(client: Client, health: Arc<millrace_health::Health<crate::metrics::OperatorMetrics>>) -> Self {
+    pub fn new(
+        client: Client,
+        health: Arc<millrace_health::Health<crate::metrics::OperatorMetrics>>,
+        defaults: crate::defaults::OperatorDefaults,
+    ) -> Self {
         let reporter = kube::runtime::events::Reporter {
             controller: FIELD_MANAGER.into(),
             instance: std::env::var("HOSTNAME").ok(),
         };
         let recorder = kube::runtime::events::Recorder::new(client.clone(), reporter);
-        Context { client, admin: Default::default(), backoff: Default::default(), recorder, health }
+        Context { client, admin: Default::default(), backoff: Default::default(), recorder, health, defaults }
     }
 }
 
@@ -169,7 +175,9 @@ pub const SKIP_TOPIC_DELETION_ANNOTATION: &str = "millrace.io/skip-topic-deletio
 /// are gone (a running producer would create them again on brokers that
 /// auto-create topics).
 async fn cleanup(p: Arc<StreamPipeline>, ctx: &Context) -> Result<Action, Error> {
-    let Some(kafka) = &p.spec.pipeline.kafka else { return Ok(Action::await_change()) };
+    // The topics as the pipeline's reconciles named them.
+    let Some(kafka) = crate::defaults::worker_config(&p).kafka else { return Ok(Action::await_change()) };
+    let kafka = &kafka;
     let names = topics::wanted(kafka).map(|t| t.name).join(", ");
     if p.annotations().get(SKIP_TOPIC_DELETION_ANNOTATION).is_some_and(|v| v == "true") {
         publish(ctx, &p.metadata, "Warning", "TopicsKept", &format!("{SKIP_TOPIC_DELETION_ANNOTATION} is set: the topics {names} are kept")).await;
@@ -191,7 +199,12 @@ async fn cleanup(p: Arc<StreamPipeline>, ctx: &Context) -> Result<Action, Error>
         }
         return Err(Error::WorkersStillRunning);
     }
-    match topics::delete(&ctx.admin, kafka).await {
+    let namespace = p.namespace().unwrap_or_else(|| "default".into());
+    let deleted = match crate::kafka_auth::read(kafka, &ctx.client, &namespace).await {
+        Ok(auth) => topics::delete(&ctx.admin, kafka, &auth).await,
+        Err(e) => Err(topics::TopicsError::NoLogin(e.to_string())),
+    };
+    match deleted {
         Ok(()) => {
             tracing::info!(pipeline = %p.name_any(), "deleted the pipeline's topics (deletionPolicy: Delete)");
             Ok(Action::await_change())
@@ -228,7 +241,7 @@ async fn apply_pipeline(p: Arc<StreamPipeline>, ctx: &Context) -> Result<Action,
         topics: p.status.as_ref().map(|s| s.topics.clone()).unwrap_or_default(),
         ..Default::default()
     };
-    match validate(&p) {
+    match validate(&p, &ctx.defaults) {
         // An invalid spec changes nothing: the last good children stay.
         Err(message) => outcome.observations.push(Observation::new(conditions::SPEC_VALID, false, "InvalidSpec", message)),
         Ok(valid) => {
@@ -256,7 +269,8 @@ async fn reconcile_valid(valid: &ValidPipeline<'_>, ctx: &Context, outcome: &mut
     // Look up what the children depend on besides the spec.
     let ingest_name = workers::stage_name(p, Stage::Ingest);
     let live_ingest = Api::<StatefulSet>::namespaced(client.clone(), &namespace).get_opt(&ingest_name).await?;
-    let children = children::build(valid, workers::mqtt_sessions(p, live_ingest.as_ref()));
+    let secrets = read_secrets(p, client, &namespace).await?;
+    let children = children::build(valid, workers::mqtt_sessions(p, live_ingest.as_ref()), &secrets);
 
     outcome.observations.push(apply_broker(p, children.broker.as_ref(), client, &namespace).await?);
     if children.broker.is_some() {
@@ -276,17 +290,22 @@ async fn reconcile_valid(valid: &ValidPipeline<'_>, ctx: &Context, outcome: &mut
             delete_if_owned::<Deployment>(client, &namespace, &workers::stage_name(p, stage), p).await?;
         }
     }
-    let (mut ready, mut wanted) = (0, 0);
-    for (_, service, stateful_set) in &children.stages {
+    let mut rollouts = Vec::new();
+    for (_, service, stateful_set, budget) in &children.stages {
         apply(client, &namespace, service).await?;
-        let applied = apply(client, &namespace, stateful_set).await?;
-        wanted += applied.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0);
-        ready += applied.status.as_ref().and_then(|s| s.ready_replicas).unwrap_or(0);
+        apply(client, &namespace, budget).await?;
+        rollouts.push(crate::rollout::Rollout::of(&apply(client, &namespace, stateful_set).await?));
     }
+    let (ready, wanted) = crate::rollout::replicas(&rollouts);
     outcome.stages = Some(format!("{ready}/{wanted}"));
-    outcome.observations.push(workers_observation(p, ready, wanted));
+    outcome.observations.push(crate::rollout::workers_observation(p, &rollouts));
     delete_orphans(p, &children, client, &namespace).await?;
-    outcome.observations.push(match topics::ensure(&ctx.admin, valid.kafka).await {
+    let ensured = match crate::kafka_auth::read(valid.kafka(), client, &namespace).await {
+        Ok(auth) => topics::ensure(&ctx.admin, valid.kafka(), &auth).await,
+        Err(crate::kafka_auth::KafkaAuthError::Kube(e)) => return Err(e.into()),
+        Err(e) => Err(topics::TopicsError::NoLogin(e.to_string())),
+    };
+    outcome.observations.push(match ensured {
         Ok(statuses) => {
             outcome.topics = statuses;
             Observation::new(conditions::TOPICS_READY, true, "TopicsInLine", format!("{} topics as the spec says", outcome.topics.len()))
@@ -294,21 +313,6 @@ async fn reconcile_valid(valid: &ValidPipeline<'_>, ctx: &Context, outcome: &mut
         Err(e) => Observation::new(conditions::TOPICS_READY, false, e.reason(), e.to_string()),
     });
     Ok(())
-}
-
-fn workers_observation(p: &StreamPipeline, ready: i32, wanted: i32) -> Observation {
-    if p.spec.suspend {
-        Observation::new(conditions::WORKERS_READY, true, "Suspended", "suspended: every stage is scaled to zero")
-    } else if ready >= wanted {
-        Observation::new(conditions::WORKERS_READY, true, "WorkersAvailable", format!("{ready}/{wanted} worker replicas ready"))
-    } else {
-        Observation::new(
-            conditions::WORKERS_READY,
-            false,
-            "WorkersProgressing",
-            format!("{ready}/{wanted} worker replicas ready; see `kubectl get pods -l app.kubernetes.io/instance={}`", p.name_any()),
-        )
-    }
 }
 
 /// Conditions merged, Events for their transitions, and the status written
@@ -381,9 +385,12 @@ async fn apply_broker(p: &StreamPipeline, broker: Option<&children::Broker>, cli
     apply(client, namespace, &broker.config_map).await?;
     apply(client, namespace, &broker.service).await?;
     let applied = apply(client, namespace, &broker.deployment).await?;
+    // The broker Pod is ready when a login (the workers') and a
+    // subscription work: its readiness probe does both.
     let ready = applied.status.as_ref().and_then(|s| s.ready_replicas).unwrap_or(0);
     Ok(if ready > 0 {
-        Observation::new(conditions::BROKER_READY, true, "BrokerAvailable", format!("Mosquitto is up at {}", mosquitto::url(p)))
+        let login = if mosquitto::authenticated(p) { "the workers' login" } else { "an anonymous login" };
+        Observation::new(conditions::BROKER_READY, true, "BrokerAvailable", format!("Mosquitto at {} accepts {login}", mosquitto::url(p)))
     } else {
         Observation::new(
             conditions::BROKER_READY,
@@ -462,6 +469,22 @@ async fn apply_grafana(
     ))
 }
 
+/// What the operator may read of the Secrets the pipeline's Pods use (by
+/// name: it may not list Secrets); those it may not read are left out.
+async fn read_secrets(p: &StreamPipeline, client: &Client, namespace: &str) -> Result<children::secret_hashes::SecretHashes, Error> {
+    use k8s_openapi::api::core::v1::Secret;
+    let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let mut hashes = children::secret_hashes::SecretHashes::default();
+    for name in children::secret_hashes::used(p) {
+        match api.get_opt(&name).await {
+            Ok(secret) => hashes.insert(&name, secret.as_ref()),
+            Err(e) if is_forbidden(&e) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(hashes)
+}
+
 /// Deletes the children of kinds the operator may list that carry this
 /// pipeline's labels and owner but that `children` does not want (what an
 /// earlier spec made: a managed broker or Grafana dropped from the spec).
@@ -470,6 +493,7 @@ async fn delete_orphans(p: &StreamPipeline, children: &Children, client: &Client
     delete_orphans_of::<Deployment>(p, &wanted, client, namespace).await?;
     delete_orphans_of::<StatefulSet>(p, &wanted, client, namespace).await?;
     delete_orphans_of::<Service>(p, &wanted, client, namespace).await?;
+    delete_orphans_of::<PodDisruptionBudget>(p, &wanted, client, namespace).await?;
     delete_orphans_of::<ConfigMap>(p, &wanted, client, namespace).await
 }
 
@@ -584,8 +608,7 @@ async fn report_unreadable(meta: &ObjectMeta, ctx: &Context) -> Result<Action, E
     let now = Time(k8s_openapi::jiff::Timestamp::now());
     let observation = Observation::new(conditions::SPEC_VALID, false, "UnreadableSpec", message.clone());
     // The other conditions stay what they were: the children stay, too.
-    let mut merged = conditions::merge(&previous, std::slice::from_ref(&observation), meta.generation, now);
-    merged.extend(previous.iter().filter(|c| c.type_ != conditions::READY && c.type_ != conditions::SPEC_VALID).cloned());
+    let merged = conditions::merge(&previous, std::slice::from_ref(&observation), meta.generation, now);
     let unchanged = |kind: &str| {
         let before = previous.iter().find(|c| c.type_ == kind);
         let after = merged.iter().find(|c| c.type_ == kind);
@@ -682,14 +705,16 @@ const DELETION_RETRY: Duration = Duration::from_secs(5);
 
 /// Runs the controller until the process is stopped.
 pub async fn run(client: Client) {
-    run_with(client, None, Arc::new(Default::default())).await
+    run_with(client, None, Arc::new(Default::default()), Default::default()).await
 }
 
-/// `run`, counting reconciles in `health`'s metrics.
+/// `run`, counting reconciles in `health`'s metrics, with the operator's
+/// own defaults.
 pub async fn run_with(
     client: Client,
     namespace: Option<&str>,
     health: Arc<millrace_health::Health<crate::metrics::OperatorMetrics>>,
+    defaults: crate::defaults::OperatorDefaults,
 ) {
     fn scoped<K>(client: &Client, namespace: Option<&str>) -> Api<K>
     where
@@ -701,7 +726,7 @@ pub async fn run_with(
             None => Api::all(client.clone()),
         }
     }
-    let context = Arc::new(Context::new(client.clone(), health));
+    let context = Arc::new(Context::new(client.clone(), health, defaults));
     // Guarded: a pipeline that does not deserialize is reported on its own
     // instead of failing the whole list (and with it every other pipeline).
     Controller::new(scoped::<DeserializeGuard<StreamPipeline>>(&client, namespace), watcher::Config::default())
@@ -709,6 +734,7 @@ pub async fn run_with(
         .owns(scoped::<Deployment>(&client, namespace), watcher::Config::default())
         .owns(scoped::<ConfigMap>(&client, namespace), watcher::Config::default())
         .owns(scoped::<Service>(&client, namespace), watcher::Config::default())
+        .owns(scoped::<PodDisruptionBudget>(&client, namespace), watcher::Config::default())
         .shutdown_on_signal()
         .run(reconcile, error_policy, context)
         .for_each(|result| async move {

@@ -5,14 +5,16 @@
 
 use std::time::Duration;
 
-use millrace_config::{KafkaConfig, TopicSpec};
-use rdkafka::admin::{AdminClient, AdminOptions, AlterConfig, NewPartitions, NewTopic, ResourceSpecifier, TopicReplication};
+use millrace_config::{KafkaConfig, KafkaTopic};
+use rdkafka::admin::{AdminClient, AdminOptions, NewPartitions, NewTopic, ResourceSpecifier, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::ClientConfig;
 
 use crate::crd::TopicStatus;
 
-const TIMEOUT: Duration = Duration::from_secs(10);
+/// The longest a Kafka admin call waits: with Kafka unreachable, a
+/// reconcile takes this long before it reports `KafkaUnreachable`.
+pub const TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why the topics are not as the spec says.
 #[derive(Debug, thiserror::Error)]
@@ -23,6 +25,8 @@ pub enum TopicsError {
     PartitionDecrease { topic: String, actual: i32, wanted: i32 },
     #[error("topic {topic}: {detail}")]
     Failed { topic: String, detail: String },
+    #[error("no Kafka login for the operator: {0}")]
+    NoLogin(String),
 }
 
 impl TopicsError {
@@ -32,6 +36,7 @@ impl TopicsError {
             TopicsError::Unreachable { .. } => "KafkaUnreachable",
             TopicsError::PartitionDecrease { .. } => "PartitionDecreaseNotSupported",
             TopicsError::Failed { .. } => "TopicOperationFailed",
+            TopicsError::NoLogin(_) => "KafkaLoginUnavailable",
         }
     }
 }
@@ -41,8 +46,8 @@ pub const PER_PIPELINE: usize = 4;
 
 /// The topics of a pipeline: raw, joined, dead letters and the join
 /// stage's state (compacted, as many partitions as raw).
-pub fn wanted(kafka: &KafkaConfig) -> [TopicSpec; PER_PIPELINE] {
-    [kafka.topics.raw.clone(), kafka.topics.joined.clone(), kafka.topics.dead_letter.clone(), kafka.join_state_spec()]
+pub fn wanted(kafka: &KafkaConfig) -> [KafkaTopic; PER_PIPELINE] {
+    kafka.wanted_topics().map(|(_, topic)| topic)
 }
 
 /// Admin clients by cluster: each holds librdkafka threads and buffers, so
@@ -53,15 +58,29 @@ pub struct AdminClients {
 }
 
 impl AdminClients {
-    fn get(&self, kafka: &KafkaConfig) -> Result<std::sync::Arc<AdminClient<DefaultClientContext>>, TopicsError> {
-        // Keyed by every setting, not just the servers: properties may differ.
-        let key = format!("{}|{:?}", kafka.bootstrap_servers, kafka.properties);
+    fn get(&self, kafka: &KafkaConfig, auth: &[(String, String)]) -> Result<std::sync::Arc<AdminClient<DefaultClientContext>>, TopicsError> {
+        // Keyed by every setting, not just the servers: properties and
+        // logins may differ (the login by its hash only).
+        use sha2::Digest;
+        let login = hex::encode(sha2::Sha256::digest(format!("{auth:?}").as_bytes()));
+        let key = format!("{}|{:?}|{:?}|{login}", kafka.bootstrap_servers, kafka.security, kafka.properties);
         let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(c) = clients.get(&key) {
             return Ok(c.clone());
         }
-        let admin: AdminClient<DefaultClientContext> = ClientConfig::from_iter(kafka.client_properties())
+        let mut config = ClientConfig::from_iter(kafka.client_properties());
+        for (k, v) in auth {
+            // PEM text from the Secret stands for the workers' mounted file.
+            if let Some(location) = k.strip_suffix(".pem").map(|p| format!("{p}.location")) {
+                config.remove(&location);
+            }
+            config.set(k, v);
+        }
+        let admin: AdminClient<DefaultClientContext> = config
             .set("socket.timeout.ms", "5000")
+            // A metadata request for a missing topic must not create it with
+            // the broker's defaults before the operator creates it as wanted.
+            .set("allow.auto.create.topics", "false")
             .create()
             .map_err(|e| TopicsError::Unreachable { servers: kafka.bootstrap_servers.clone(), detail: e.to_string() })?;
         let admin = std::sync::Arc::new(admin);
@@ -71,11 +90,12 @@ impl AdminClients {
 }
 
 /// Brings the broker's topics in line with the spec and reports them.
-pub async fn ensure(clients: &AdminClients, kafka: &KafkaConfig) -> Result<Vec<TopicStatus>, TopicsError> {
+/// `auth` is what [`crate::kafka_auth::read`] found.
+pub async fn ensure(clients: &AdminClients, kafka: &KafkaConfig, auth: &[(String, String)]) -> Result<Vec<TopicStatus>, TopicsError> {
     let servers = kafka.bootstrap_servers.clone();
     let unreachable = |detail: String| TopicsError::Unreachable { servers: servers.clone(), detail };
-    let admin = clients.get(kafka)?;
-    let existing = partitions_in_broker(&admin, kafka).await.map_err(unreachable)?;
+    let admin = clients.get(kafka, auth)?;
+    let existing = partitions_in_broker(&admin, &wanted(kafka)).await.map_err(unreachable)?;
     let options = AdminOptions::new().operation_timeout(Some(TIMEOUT)).request_timeout(Some(TIMEOUT));
     let mut statuses = Vec::new();
     for spec in &wanted(kafka) {
@@ -83,7 +103,7 @@ pub async fn ensure(clients: &AdminClients, kafka: &KafkaConfig) -> Result<Vec<T
         match existing.iter().find(|(name, _)| *name == spec.name).map(|(_, p)| *p) {
             None => {
                 let config: Vec<(&str, &str)> = spec.config.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-                let mut topic = NewTopic::new(&spec.name, spec.partitions, TopicReplication::Fixed(spec.replication_factor));
+                let mut topic = NewTopic::new(&spec.name, spec.partitions, TopicReplication::Fixed(spec.replication_for_create()));
                 for (k, v) in &config {
                     topic = topic.set(k, v);
                 }
@@ -111,13 +131,10 @@ pub async fn ensure(clients: &AdminClients, kafka: &KafkaConfig) -> Result<Vec<T
             }
             Some(_) => {
                 if !spec.config.is_empty() && !configs_in_line(&admin, spec, &options).await {
-                    let mut alter = AlterConfig::new(ResourceSpecifier::Topic(&spec.name));
-                    for (k, v) in &spec.config {
-                        alter = alter.set(k, v);
-                    }
-                    for r in admin.alter_configs([&alter], &options).await.map_err(|e| failed(e.to_string()))? {
-                        r.map_err(|(_, code)| failed(format!("cannot set configs: {code}")))?;
-                    }
+                    // Only the configs the spec names; the others stay.
+                    tokio::task::block_in_place(|| crate::topic_configs::set(&admin, &spec.name, &spec.config, TIMEOUT))
+                        .map_err(|e| failed(format!("cannot set configs: {e}")))?;
+                    tracing::info!(topic = %spec.name, "set topic configs");
                 }
             }
         }
@@ -128,7 +145,7 @@ pub async fn ensure(clients: &AdminClients, kafka: &KafkaConfig) -> Result<Vec<T
 
 /// Whether the broker already holds the spec's configs for a topic: only
 /// then is nothing written. A broker that cannot say is written to.
-async fn configs_in_line(admin: &AdminClient<DefaultClientContext>, spec: &TopicSpec, options: &AdminOptions) -> bool {
+async fn configs_in_line(admin: &AdminClient<DefaultClientContext>, spec: &KafkaTopic, options: &AdminOptions) -> bool {
     let described = admin.describe_configs([&ResourceSpecifier::Topic(&spec.name)], options).await;
     let Ok(Some(Ok(resource))) = described.map(|mut r| r.pop()) else {
         return false;
@@ -142,16 +159,27 @@ fn holds_configs(wanted: &std::collections::BTreeMap<String, String>, actual: &[
     wanted.iter().all(|(k, v)| actual.iter().any(|(name, value)| name == k && *value == Some(v.as_str())))
 }
 
-/// Topic names and partition counts, as the broker reports them.
-async fn partitions_in_broker(admin: &AdminClient<DefaultClientContext>, _kafka: &KafkaConfig) -> Result<Vec<(String, i32)>, String> {
-    // Metadata calls block: keep them off the async executor.
-    let metadata = tokio::task::block_in_place(|| admin.inner().fetch_metadata(None, TIMEOUT)).map_err(|e| e.to_string())?;
-    Ok(metadata.topics().iter().map(|t| (t.name().to_string(), t.partitions().len() as i32)).collect())
+/// The names and partition counts of those of `topics` the broker has:
+/// metadata of the pipeline's topics only (a cluster may hold thousands).
+async fn partitions_in_broker(admin: &AdminClient<DefaultClientContext>, topics: &[KafkaTopic]) -> Result<Vec<(String, i32)>, String> {
+    let mut found = Vec::new();
+    for topic in topics {
+        // Metadata calls block: keep them off the async executor.
+        let metadata = tokio::task::block_in_place(|| admin.inner().fetch_metadata(Some(&topic.name), TIMEOUT)).map_err(|e| e.to_string())?;
+        found.extend(
+            metadata
+                .topics()
+                .iter()
+                .filter(|t| t.error().is_none() && t.name() == topic.name)
+                .map(|t| (t.name().to_string(), t.partitions().len() as i32)),
+        );
+    }
+    Ok(found)
 }
 
 /// Deletes the pipeline's topics (`deletionPolicy: Delete`).
-pub async fn delete(clients: &AdminClients, kafka: &KafkaConfig) -> Result<(), TopicsError> {
-    let admin = clients.get(kafka)?;
+pub async fn delete(clients: &AdminClients, kafka: &KafkaConfig, auth: &[(String, String)]) -> Result<(), TopicsError> {
+    let admin = clients.get(kafka, auth)?;
     let wanted = wanted(kafka);
     let names: Vec<&str> = wanted.iter().map(|t| t.name.as_str()).collect();
     let options = AdminOptions::new().operation_timeout(Some(TIMEOUT));

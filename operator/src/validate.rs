@@ -2,34 +2,50 @@
 //! typed value a valid spec becomes: what the reconcile needs beyond the
 //! schema is there, so nothing after validation expects it.
 
-use millrace_config::{InfluxDbTarget, KafkaConfig};
+use millrace_config::{InfluxDbTarget, KafkaConfig, PipelineConfig};
 
 use crate::crd::StreamPipeline;
+use crate::defaults::{self, OperatorDefaults};
 
-/// A `StreamPipeline` whose spec passed [`validate`].
-#[derive(Clone, Copy, Debug)]
+/// A `StreamPipeline` whose spec passed [`validate`], with its defaults
+/// resolved.
+#[derive(Clone, Debug)]
 pub struct ValidPipeline<'a> {
     pub pipeline: &'a StreamPipeline,
-    /// The Kafka the stages run on (a `StreamPipeline` has no embedded mode).
-    pub kafka: &'a KafkaConfig,
-    /// Where the export stage writes.
-    pub influxdb: &'a InfluxDbTarget,
+    /// The configuration the workers get ([`defaults::worker_config`]): it
+    /// has a Kafka and an InfluxDB section.
+    pub config: PipelineConfig,
+    pub worker_image: String,
 }
 
-/// Checks `p`'s spec; the message names the field that is wrong.
-pub fn validate(p: &StreamPipeline) -> Result<ValidPipeline<'_>, String> {
-    let pipeline = &p.spec.pipeline;
-    pipeline.validate().map_err(|e| format!("spec.pipeline.{e}"))?;
-    let kafka = pipeline
-        .kafka
-        .as_ref()
-        .ok_or("spec.pipeline.kafka: a StreamPipeline runs its stages on Kafka; give bootstrapServers")?;
-    let influxdb = pipeline.influxdb.as_ref().ok_or("spec.pipeline.influxdb: the export stage needs an InfluxDB target")?;
+impl ValidPipeline<'_> {
+    /// The Kafka the stages run on (a `StreamPipeline` has no embedded mode).
+    pub fn kafka(&self) -> &KafkaConfig {
+        self.config.kafka.as_ref().expect("validated: a StreamPipeline has a Kafka")
+    }
+
+    /// Where the export stage writes.
+    pub fn influxdb(&self) -> &InfluxDbTarget {
+        self.config.influxdb.as_ref().expect("validated: a StreamPipeline has an InfluxDB")
+    }
+}
+
+/// Checks `p`'s spec with its defaults resolved; the message names the
+/// field that is wrong.
+pub fn validate<'a>(p: &'a StreamPipeline, operator: &OperatorDefaults) -> Result<ValidPipeline<'a>, String> {
+    let config = defaults::worker_config(p);
+    config.validate().map_err(|e| format!("spec.pipeline.{e}"))?;
+    if config.kafka.is_none() {
+        return Err("spec.pipeline.kafka: a StreamPipeline runs its stages on Kafka; give bootstrapServers".into());
+    }
+    if config.influxdb.is_none() {
+        return Err("spec.pipeline.influxdb: the export stage needs an InfluxDB target".into());
+    }
     if let Some(prometheus) = &p.spec.grafana.prometheus {
         millrace_config::check_url(&prometheus.url, &["http", "https"]).map_err(|m| format!("spec.grafana.prometheus.url: {m}"))?;
     }
     check_child_names(p)?;
-    Ok(ValidPipeline { pipeline: p, kafka, influxdb })
+    Ok(ValidPipeline { pipeline: p, config, worker_image: defaults::worker_image(p, operator) })
 }
 
 /// A StatefulSet's name is limited by its Pods' `controller-revision-hash`
@@ -84,10 +100,14 @@ mod tests {
         .unwrap()
     }
 
+    fn validate_(p: &StreamPipeline) -> Result<ValidPipeline<'_>, String> {
+        validate(p, &OperatorDefaults::default())
+    }
+
     #[test]
     fn a_name_whose_stateful_set_name_is_too_long_is_refused_with_the_room_left() {
-        assert!(validate(&pipeline(&"a".repeat(45), "")).is_ok(), "a-...-ingest is 52");
-        let e = validate(&pipeline(&"a".repeat(46), "")).unwrap_err();
+        assert!(validate_(&pipeline(&"a".repeat(45), "")).is_ok(), "a-...-ingest is 52");
+        let e = validate_(&pipeline(&"a".repeat(46), "")).unwrap_err();
         assert!(e.starts_with("metadata.name: "), "{e}");
         assert!(e.contains("ingest StatefulSet") && e.contains("at most 45 characters"), "{e}");
     }
@@ -95,9 +115,9 @@ mod tests {
     #[test]
     fn a_grafana_dashboard_uid_fits_in_40_characters() {
         let grafana = "  grafana: {enabled: true}\n";
-        assert!(validate(&pipeline(&"g".repeat(31), grafana)).is_ok());
-        assert!(validate(&pipeline(&"g".repeat(32), "")).is_ok(), "no Grafana, no uid");
-        let e = validate(&pipeline(&"g".repeat(32), grafana)).unwrap_err();
+        assert!(validate_(&pipeline(&"g".repeat(31), grafana)).is_ok());
+        assert!(validate_(&pipeline(&"g".repeat(32), "")).is_ok(), "no Grafana, no uid");
+        let e = validate_(&pipeline(&"g".repeat(32), grafana)).unwrap_err();
         assert!(e.contains("dashboard uid") && e.contains("at most 31 characters"), "{e}");
     }
 
@@ -105,14 +125,14 @@ mod tests {
     fn pipeline_config_mistakes_carry_the_specs_path() {
         let mut p = pipeline("l1", "");
         p.spec.pipeline.mqtt.url = "mqtt://broker:port".into();
-        let e = validate(&p).unwrap_err();
+        let e = validate_(&p).unwrap_err();
         assert!(e.starts_with("spec.pipeline.mqtt.url: "), "{e}");
         let mut p = pipeline("l1", "");
-        p.spec.pipeline.kafka.as_mut().unwrap().topics.joined.name = "millrace.raw".into();
-        let e = validate(&p).unwrap_err();
+        p.spec.pipeline.kafka.as_mut().unwrap().topics.joined.name = Some("millrace.plant.l1.raw".into());
+        let e = validate_(&p).unwrap_err();
         assert!(e.starts_with("spec.pipeline.kafka.topics.joined.name: "), "{e}");
-        let e = validate(&pipeline("l1", "  grafana: {enabled: true, prometheus: {url: 'http://user:pw@prometheus:9090'}}\n")).unwrap_err();
+        let e = validate_(&pipeline("l1", "  grafana: {enabled: true, prometheus: {url: 'http://user:pw@prometheus:9090'}}\n")).unwrap_err();
         assert!(e.starts_with("spec.grafana.prometheus.url: ") && e.contains("credentials"), "{e}");
-        assert!(validate(&pipeline("l1", "  grafana: {enabled: true, prometheus: {url: 'http://prometheus.monitoring:9090'}}\n")).is_ok());
+        assert!(validate_(&pipeline("l1", "  grafana: {enabled: true, prometheus: {url: 'http://prometheus.monitoring:9090'}}\n")).is_ok());
     }
 }

@@ -105,11 +105,12 @@ async fn the_built_worker_objects_are_accepted_by_the_api_server() {
     let p = pipelines.create(&PostParams::default(), &serde_json::from_value(example("line-1")).unwrap()).await.unwrap();
 
     let ssa = PatchParams::apply("millrace-operator").force();
-    let cm = config_map(&p);
+    let valid = millrace_operator::reconcile::validate(&p, &Default::default()).unwrap();
+    let cm = config_map(&valid);
     let hash = config_hash(&cm);
     Api::<ConfigMap>::namespaced(client.clone(), &ns).patch("line-1-worker", &ssa, &Patch::Apply(&cm)).await.unwrap();
     for stage in Stage::ALL {
-        let d = stateful_set(&p, stage, &hash, 3);
+        let d = stateful_set(&valid, stage, &hash, 3);
         let name = d.metadata.name.clone().unwrap();
         let applied = Api::<StatefulSet>::namespaced(client.clone(), &ns).patch(&name, &ssa, &Patch::Apply(&d)).await.unwrap();
         let want = if stage == Stage::Join { 2 } else { 1 };
@@ -133,7 +134,7 @@ async fn the_example_pipelines_are_valid() {
     .enumerate()
     {
         let mut example: StreamPipeline = serde_yaml::from_str(yaml).unwrap_or_else(|e| panic!("{file}: {e}"));
-        millrace_operator::reconcile::validate(&example).unwrap_or_else(|e| panic!("{file}: {e}"));
+        millrace_operator::reconcile::validate(&example, &Default::default()).unwrap_or_else(|e| panic!("{file}: {e}"));
         example.metadata.namespace = None;
         example.metadata.name = Some(format!("example-{i}"));
         Api::<StreamPipeline>::namespaced(client.clone(), &ns).create(&PostParams::default(), &example).await.unwrap_or_else(|e| panic!("{file}: {e}"));

@@ -16,7 +16,7 @@ use millrace_testkit::{require, unique_name, KubeApi};
 
 fn pipeline(user_ids: &str) -> StreamPipeline {
     serde_yaml::from_str(&format!(
-        "apiVersion: millrace.io/v1alpha1\nkind: StreamPipeline\nmetadata: {{name: l1, namespace: plant}}\nspec:\n  userIds: {user_ids}\n  pipeline:\n    kafka: {{bootstrapServers: 'k:9092'}}\n    influxdb: {{url: 'http://influx:8086', credentials: {{secretName: influx}}}}\n    joins: [{{name: power, left: 'actSpeed_(C\\d+)', right: 'vaTorque_(C\\d+)'}}]\n  mosquitto: {{managed: true, persistenceSize: 1Gi, authSecret: mqtt-passwd}}\n  grafana: {{enabled: true}}\n"
+        "apiVersion: millrace.io/v1alpha1\nkind: StreamPipeline\nmetadata: {{name: l1, namespace: plant}}\nspec:\n  userIds: {user_ids}\n  pipeline:\n    kafka: {{bootstrapServers: 'k:9092'}}\n    influxdb: {{url: 'http://influx:8086', credentials: {{secretName: influx}}}}\n    joins: [{{name: power, left: 'actSpeed_(C\\d+)', right: 'vaTorque_(C\\d+)'}}]\n  mosquitto: {{managed: true, persistenceSize: 1Gi, authSecret: mqtt-passwd}}\n  grafana: {{enabled: true}}\n  pods: {{imagePullSecrets: [{{name: plant-registry}}], nodeSelector: {{plant.example/line: '1'}}, tolerations: [{{key: dedicated, operator: Equal, value: millrace, effect: NoSchedule}}], affinity: {{nodeAffinity: {{requiredDuringSchedulingIgnoredDuringExecution: {{nodeSelectorTerms: [{{matchExpressions: [{{key: plant.example/zone, operator: In, values: [a, b]}}]}}]}}}}}}}}\n"
     ))
     .unwrap()
 }
@@ -25,7 +25,10 @@ fn pipeline(user_ids: &str) -> StreamPipeline {
 fn pod_specs(p: &StreamPipeline) -> Vec<(String, PodSpec)> {
     let mut specs: Vec<(String, PodSpec)> = workers::Stage::ALL
         .into_iter()
-        .map(|stage| (stage.name().to_string(), workers::stateful_set(p, stage, "hash", 1).spec.unwrap().template.spec.unwrap()))
+        .map(|stage| {
+            let valid = millrace_operator::reconcile::validate(p, &Default::default()).unwrap();
+            (stage.name().to_string(), workers::stateful_set(&valid, stage, "hash", 1).spec.unwrap().template.spec.unwrap())
+        })
         .collect();
     specs.push(("mosquitto".into(), mosquitto::deployment(p).spec.unwrap().template.spec.unwrap()));
     specs.push(("grafana".into(), grafana::deployment(p).spec.unwrap().template.spec.unwrap()));
@@ -55,6 +58,9 @@ async fn every_pod_is_admitted_under_the_restricted_pod_security_standard() {
 
     for user_ids in ["Operator", "Platform"] {
         for (name, spec) in pod_specs(&pipeline(user_ids)) {
+            // spec.pods reaches every Pod, and the API server takes it.
+            assert_eq!(spec.image_pull_secrets.as_ref().map(|s| s[0].name.as_str()), Some("plant-registry"), "{name}");
+            assert!(spec.tolerations.is_some() && spec.node_selector.is_some() && spec.affinity.is_some(), "{name}");
             if let Err(e) = admitted(&pods, &format!("{}-{}", name, user_ids.to_lowercase()), spec).await {
                 panic!("{name} ({user_ids} user ids) refused under restricted: {e}");
             }

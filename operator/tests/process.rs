@@ -10,26 +10,30 @@ use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::Api;
 use millrace_testkit::{require, unique_name, KubeApi};
 
-struct Operator(Child, u16);
+/// The process, its metrics port and the file its log goes to.
+struct Operator(Child, u16, std::path::PathBuf);
 
 impl Drop for Operator {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
+        let _ = std::fs::remove_file(&self.2);
     }
 }
 
 fn start(kube: &KubeApi, lease_namespace: &str, identity: &str) -> Operator {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let log = std::env::temp_dir().join(format!("{}.log", unique_name(identity)));
     let child = Command::new(env!("CARGO_BIN_EXE_millrace-operator"))
         .args(["run", "--leader-election", "--metrics-addr", &format!("127.0.0.1:{port}")])
         .env("KUBECONFIG", kube.kubeconfig_path())
         .env("POD_NAMESPACE", lease_namespace)
         .env("HOSTNAME", identity)
         .env("RUST_LOG", "warn")
+        .stdout(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
-    Operator(child, port)
+    Operator(child, port, log)
 }
 
 fn get(port: u16, path: &str) -> Option<String> {
@@ -74,6 +78,48 @@ async fn two_replicas_elect_one_leader_and_serve_health() {
         assert!(Instant::now() < deadline, "the follower did not take over (holder {h:?})");
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+}
+
+/// A leader that loses its Lease (cut off from the API server past its
+/// term, or another replica took it) stops reconciling and follows, without
+/// exiting: a restart would count towards a crash-loop backoff.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_that_loses_its_lease_follows_without_exiting() {
+    use kube::api::{Patch, PatchParams};
+    let kube = require!(KubeApi::shared());
+    let client = fixtures::install_crd(kube).await;
+    let ns = kube.create_namespace(&unique_name("lost")).await.unwrap();
+    let mut a = start(kube, &ns, "operator-a");
+    let leases: Api<Lease> = Api::namespaced(client, &ns);
+    let holder = |leases: Api<Lease>| async move { leases.get_opt("millrace-operator").await.unwrap().and_then(|l| l.spec).and_then(|s| s.holder_identity) };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while holder(leases.clone()).await.as_deref() != Some("operator-a") {
+        assert!(Instant::now() < deadline, "operator-a did not take the Lease");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Someone else holds it now, renewed just now for 15 s.
+    let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(k8s_openapi::jiff::Timestamp::now());
+    let taken_at = Instant::now();
+    let taken = serde_json::json!({"spec": {"holderIdentity": "operator-z", "renewTime": now, "acquireTime": now, "leaseDurationSeconds": 15}});
+    leases.patch("millrace-operator", &PatchParams::default(), &Patch::Merge(&taken)).await.unwrap();
+    // operator-a notices, leaves operator-z its term, keeps running and
+    // serving, and leads again once that term has run out unrenewed.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        assert!(a.0.try_wait().unwrap().is_none(), "operator-a exited after losing its lease");
+        assert!(get(a.1, "/healthz").is_some(), "operator-a stopped serving /healthz");
+        let now_held_by = holder(leases.clone()).await;
+        if taken_at.elapsed() < Duration::from_secs(12) {
+            assert_eq!(now_held_by.as_deref(), Some("operator-z"), "operator-a took the Lease within operator-z's term");
+        } else if now_held_by.as_deref() == Some("operator-a") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "operator-a did not lead again (holder {now_held_by:?})");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let log = std::fs::read_to_string(&a.2).unwrap();
+    assert!(log.contains("lost the leader lease: reconciling stops until this replica leads again"), "{log}");
+    assert!(a.0.try_wait().unwrap().is_none(), "operator-a exited");
 }
 
 /// SIGTERM, as the kubelet sends on a rollout or a drain: both the leader

@@ -45,8 +45,13 @@ async fn topic_config(servers: &str, topic: &str, key: &str) -> Option<String> {
 /// reconcile each other's pipelines (one re-creating the topics another's
 /// finalizer had just deleted).
 fn controller_for(client: &kube::Client, ns: &str) -> tokio::task::JoinHandle<()> {
+    controller_with(client, ns, Default::default())
+}
+
+/// [`controller_for`] with the operator's defaults (its command line) given.
+fn controller_with(client: &kube::Client, ns: &str, defaults: millrace_operator::defaults::OperatorDefaults) -> tokio::task::JoinHandle<()> {
     let (client, ns) = (client.clone(), ns.to_string());
-    tokio::spawn(async move { millrace_operator::reconcile::run_with(client, Some(&ns), Default::default()).await })
+    tokio::spawn(async move { millrace_operator::reconcile::run_with(client, Some(&ns), Default::default(), defaults).await })
 }
 
 fn partitions(servers: &str, topic: &str) -> usize {
@@ -166,6 +171,54 @@ async fn a_pipeline_gets_its_workers_topics_and_conditions() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn defaults_are_resolved_at_reconcile_time_and_pipelines_share_nothing() {
+    use kube::api::DynamicObject;
+    let kube = require!(KubeApi::shared());
+    let broker = require!(KafkaBroker::start());
+    let client = install_crd(kube).await;
+    let ns = kube.create_namespace(&unique_name("dflt")).await.unwrap();
+    let image = "registry.plant.example/millrace/worker:9.9.9";
+    let controller = controller_with(&client, &ns, millrace_operator::defaults::OperatorDefaults { worker_image: image.into() });
+    let pipelines: Api<StreamPipeline> = Api::namespaced(client.clone(), &ns);
+    // Two pipelines that name nothing but their servers.
+    let minimal = |name: &str| {
+        serde_json::json!({
+            "apiVersion": "millrace.io/v1alpha1", "kind": "StreamPipeline", "metadata": {"name": name},
+            "spec": {"pipeline": {"kafka": {"bootstrapServers": broker.bootstrap_servers()}, "influxdb": {"url": "http://influxdb:8086"}}}
+        })
+    };
+    // Created as kubectl would, from the JSON (a typed client would send
+    // every field its types default).
+    let raw = kube::discovery::ApiResource::erase::<StreamPipeline>(&());
+    let untyped = Api::<DynamicObject>::namespaced_with(client.clone(), &ns, &raw);
+    for name in ["line-1", "line-2"] {
+        untyped.create(&PostParams::default(), &serde_json::from_value(minimal(name)).unwrap()).await.unwrap();
+    }
+    let stored = untyped.get("line-1").await.unwrap();
+    assert_eq!(stored.data["spec"], minimal("line-1")["spec"], "the API server stores what was written, no schema defaults");
+
+    let mut groups = Vec::new();
+    for name in ["line-1", "line-2"] {
+        let p = wait_for(&pipelines, name, "topics ready", |p| condition(p, "TopicsReady").is_some_and(|c| c.0 == "True")).await;
+        let scope = format!("millrace.{ns}.{name}");
+        let topics: Vec<String> = p.status.as_ref().unwrap().topics.iter().map(|t| t.name.clone()).collect();
+        assert_eq!(topics, [format!("{scope}.raw"), format!("{scope}.joined"), format!("{scope}.dead-letter"), format!("{scope}.raw.{scope}.join-state")]);
+        assert_eq!(partitions(&broker.bootstrap_servers(), &format!("{scope}.raw")), 6, "made in Kafka");
+        let set = Api::<StatefulSet>::namespaced(client.clone(), &ns).get(&format!("{name}-join")).await.unwrap();
+        let container = &set.spec.unwrap().template.spec.unwrap().containers[0];
+        assert_eq!(container.image.as_deref(), Some(image), "the operator's worker image");
+        let config = Api::<ConfigMap>::namespaced(client.clone(), &ns).get(&format!("{name}-worker")).await.unwrap();
+        let config = millrace_config::PipelineConfig::from_yaml(&config.data.unwrap()["pipeline.yaml"]).unwrap();
+        let kafka = config.kafka.unwrap();
+        assert_eq!(kafka.group_id.as_deref(), Some(scope.as_str()), "the worker gets the names resolved");
+        assert_eq!((config.mqtt.client_id.as_deref(), config.mqtt.share_group.as_deref()), (Some(scope.as_str()), Some(scope.as_str())));
+        groups.push(kafka.group_id);
+    }
+    assert_ne!(groups[0], groups[1]);
+    controller.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_invalid_spec_is_reported_and_changes_nothing() {
     let kube = require!(KubeApi::shared());
     let client = install_crd(kube).await;
@@ -253,20 +306,24 @@ async fn deletion_with_kafka_unreachable_gives_up_in_bounded_time() {
         let pipelines = pipelines.clone();
         async move {
             let deadline = Instant::now() + within;
-            while pipelines.get_opt(name).await.unwrap().is_some() {
-                assert!(Instant::now() < deadline, "{name} is still there after {within:?}");
+            while let Some(p) = pipelines.get_opt(name).await.unwrap() {
+                assert!(Instant::now() < deadline, "{name} is still there after {within:?}: {:?} {:#?}", p.metadata.finalizers, p.status);
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         }
     };
-    gone("skips", Duration::from_secs(10)).await;
+    // At once: after the reconcile that may be in flight when the deletion
+    // comes, which waits up to the Kafka timeout on the unreachable Kafka.
+    gone("skips", millrace_operator::topics::TIMEOUT + Duration::from_secs(10)).await;
     let skipped = started.elapsed();
     gone("waits", TOPIC_DELETION_TIMEOUT + Duration::from_secs(30)).await;
     let waited = started.elapsed();
     assert!(waited >= TOPIC_DELETION_TIMEOUT, "gave up after {waited:?}, before the bound");
     let events = Api::<k8s_openapi::api::events::v1::Event>::namespaced(client.clone(), &ns).list(&Default::default()).await.unwrap().items;
     let kept: Vec<&str> = events.iter().filter(|e| e.reason.as_deref() == Some("TopicsKept")).filter_map(|e| e.note.as_deref()).collect();
-    assert!(kept.iter().any(|n| n.contains("gave up deleting the topics millrace.raw") && n.contains("delete them by hand")), "{kept:?}");
+    // Named after the pipeline (the spec leaves the names out).
+    let topics = format!("millrace.{ns}.waits.raw, millrace.{ns}.waits.joined, millrace.{ns}.waits.dead-letter");
+    assert!(kept.iter().any(|n| n.contains(&format!("gave up deleting the topics {topics}")) && n.contains("delete them by hand")), "{kept:?}");
     assert!(kept.iter().any(|n| n.contains(SKIP_TOPIC_DELETION_ANNOTATION)), "{kept:?}");
     eprintln!("skip annotation: deleted in {skipped:.1?}; unreachable Kafka: deleted in {waited:.1?}");
     controller.abort();
@@ -395,7 +452,7 @@ async fn a_resync_of_an_unchanged_pipeline_only_reads() {
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     let (recording, log) = kube.recording_client().await.unwrap();
-    let ctx = Arc::new(Context::new(recording, Default::default()));
+    let ctx = Arc::new(Context::new(recording, Default::default(), Default::default()));
     // The first pass settles whatever the stopped controller left midway.
     reconcile(Arc::new(DeserializeGuard(Ok(pipelines.get("steady").await.unwrap()))), ctx.clone()).await.unwrap();
     log.take();
@@ -426,6 +483,134 @@ async fn a_resync_of_an_unchanged_pipeline_only_reads() {
     log.take();
     reconcile(Arc::new(DeserializeGuard(Ok(pipelines.get("steady").await.unwrap()))), ctx.clone()).await.unwrap();
     assert_eq!(log.writes(), Vec::<(String, String)>::new(), "and then a resync writes nothing again");
+}
+
+/// A changed Secret reaches the Pods that read it: their templates carry
+/// a hash of it (the operator reads it at each reconcile).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_secret_rolls_the_pods_that_read_it() {
+    use k8s_openapi::api::core::v1::Secret;
+    use kube::core::DeserializeGuard;
+    use millrace_operator::children::secret_hashes::SECRETS_HASH_ANNOTATION;
+    use millrace_operator::reconcile::{reconcile, Context};
+    use std::sync::Arc;
+    let kube = require!(KubeApi::shared());
+    let broker = require!(KafkaBroker::start());
+    let client = install_crd(kube).await;
+    let ns = kube.create_namespace(&unique_name("sec")).await.unwrap();
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    let influx = |password: &str| -> Secret {
+        serde_json::from_value(serde_json::json!({"metadata": {"name": "influx"}, "stringData": {"username": "millrace", "password": password}})).unwrap()
+    };
+    secrets.create(&PostParams::default(), &influx("first")).await.unwrap();
+    let mut spec = example("line-1");
+    fixtures::on_broker(&mut spec, &broker.bootstrap_servers());
+    spec["spec"]["mosquitto"] = serde_json::json!({"managed": true});
+    let pipelines: Api<StreamPipeline> = Api::namespaced(client.clone(), &ns);
+    pipelines.create(&PostParams::default(), &serde_json::from_value(spec).unwrap()).await.unwrap();
+    let ctx = Arc::new(Context::new(client.clone(), Default::default(), Default::default()));
+    let pass = || async { reconcile(Arc::new(DeserializeGuard(Ok(pipelines.get("line-1").await.unwrap()))), ctx.clone()).await.unwrap() };
+    let annotations = |template: Option<k8s_openapi::api::core::v1::PodTemplateSpec>| template.and_then(|t| t.metadata).and_then(|m| m.annotations).unwrap_or_default();
+    let join_hash = || async {
+        let set = Api::<StatefulSet>::namespaced(client.clone(), &ns).get("line-1-join").await.unwrap();
+        annotations(set.spec.map(|s| s.template)).get(SECRETS_HASH_ANNOTATION).cloned()
+    };
+    let broker_annotations = || async {
+        let d = Api::<Deployment>::namespaced(client.clone(), &ns).get("line-1-mosquitto").await.unwrap();
+        annotations(d.spec.map(|s| s.template))
+    };
+    // The first pass only adds the finalizer (deletionPolicy: Delete).
+    pass().await;
+    pass().await;
+    let before = join_hash().await.expect("the workers read the influx Secret: their template has its hash");
+    assert!(!broker_annotations().await.contains_key(SECRETS_HASH_ANNOTATION), "the anonymous broker reads no Secret");
+    pass().await;
+    assert_eq!(join_hash().await.as_deref(), Some(before.as_str()), "unchanged Secret, unchanged template");
+    secrets.replace("influx", &PostParams::default(), &influx("rotated")).await.unwrap();
+    pass().await;
+    let after = join_hash().await.unwrap();
+    assert_ne!(after, before, "a rotated password rolls the workers");
+}
+
+/// A secured Kafka: the operator's admin client logs in with the login and
+/// certificates of the pipeline's Secrets (SCRAM over TLS, and mutual TLS),
+/// and makes the topics.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topics_are_made_on_a_secured_kafka_with_the_pipelines_secrets() {
+    use k8s_openapi::api::core::v1::Secret;
+    let kube = require!(KubeApi::shared());
+    let broker = require!(KafkaBroker::start_secured());
+    let s = broker.secure().clone();
+    let client = install_crd(kube).await;
+    let ns = kube.create_namespace(&unique_name("tls")).await.unwrap();
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    let ca = std::fs::read_to_string(&s.ca_file).unwrap();
+    for secret in [
+        serde_json::json!({"metadata": {"name": "kafka-user"}, "stringData": {"username": s.username, "password": s.password}}),
+        serde_json::json!({"metadata": {"name": "kafka-tls"}, "stringData": {"ca.crt": ca, "tls.crt": s.client.certificate, "tls.key": s.client.key}}),
+    ] {
+        secrets.create(&PostParams::default(), &serde_json::from_value(secret).unwrap()).await.unwrap();
+    }
+    let controller = controller_for(&client, &ns);
+    let pipelines: Api<StreamPipeline> = Api::namespaced(client.clone(), &ns);
+    let raws = [unique_name("raw"), unique_name("raw")];
+    for ((name, security), raw) in [
+        ("scram", serde_json::json!({"protocol": "SASL_SSL", "saslMechanism": "SCRAM-SHA-512", "credentials": {"secretName": "kafka-user"}, "tls": {"secretName": "kafka-tls"}})),
+        ("mtls", serde_json::json!({"protocol": "SSL", "tls": {"secretName": "kafka-tls", "certificateFile": "/etc/millrace/kafka-tls/tls.crt", "keyFile": "/etc/millrace/kafka-tls/tls.key"}})),
+    ]
+    .into_iter()
+    .zip(&raws)
+    {
+        let servers = if name == "scram" { &s.sasl_ssl } else { &s.mtls };
+        let mut spec = example(name);
+        spec["spec"]["pipeline"]["kafka"] = serde_json::json!({"bootstrapServers": servers, "security": security, "topics": {"raw": {"name": raw, "partitions": 2}}});
+        pipelines.create(&PostParams::default(), &serde_json::from_value(spec).unwrap()).await.unwrap();
+    }
+    for ((name, raw), servers) in ["scram", "mtls"].into_iter().zip(&raws).zip([&s.sasl_ssl, &s.mtls]) {
+        wait_for(&pipelines, name, "topics ready over the secured listener", |p| condition(p, "TopicsReady").is_some_and(|c| c.0 == "True")).await;
+        assert_eq!(partitions(&broker.bootstrap_servers(), raw), 2, "{name}: made through {servers}");
+    }
+    controller.abort();
+}
+
+/// IncrementalAlterConfigs: a config the spec changes is set, one an
+/// administrator set beside it stays (AlterConfigs would reset it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_topic_config_leaves_the_others_alone() {
+    use rdkafka::admin::{AdminClient, AdminOptions, AlterConfig, ResourceSpecifier};
+    use rdkafka::client::DefaultClientContext;
+    let kube = require!(KubeApi::shared());
+    let broker = require!(KafkaBroker::start());
+    let client = install_crd(kube).await;
+    let ns = kube.create_namespace(&unique_name("cfg")).await.unwrap();
+    let controller = controller_for(&client, &ns);
+    let servers = broker.bootstrap_servers();
+    let raw = unique_name("raw");
+    let mut spec = example("line-1");
+    spec["spec"]["pipeline"]["kafka"] = serde_json::json!({
+        "bootstrapServers": servers,
+        "groupId": unique_name("g"),
+        "topics": {"raw": {"name": raw, "partitions": 2, "config": {"retention.ms": "3600000"}}}
+    });
+    let pipelines: Api<StreamPipeline> = Api::namespaced(client.clone(), &ns);
+    pipelines.create(&PostParams::default(), &serde_json::from_value(spec).unwrap()).await.unwrap();
+    wait_for(&pipelines, "line-1", "topics ready", |p| condition(p, "TopicsReady").is_some_and(|c| c.0 == "True")).await;
+    // An administrator sets max.message.bytes (and, with the whole-config
+    // call an administrator's tool may use, retention.ms as it is).
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new().set("bootstrap.servers", &servers).create().unwrap();
+    let by_hand = AlterConfig::new(ResourceSpecifier::Topic(&raw)).set("retention.ms", "3600000").set("max.message.bytes", "2000000");
+    for r in admin.alter_configs([&by_hand], &AdminOptions::new()).await.unwrap() {
+        r.unwrap();
+    }
+    let change = serde_json::json!({"spec": {"pipeline": {"kafka": {"topics": {"raw": {"config": {"retention.ms": "7200000"}}}}}}});
+    pipelines.patch("line-1", &PatchParams::default(), &Patch::Merge(&change)).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while topic_config(&servers, &raw, "retention.ms").await.as_deref() != Some("7200000") {
+        assert!(Instant::now() < deadline, "the changed retention.ms did not reach the topic");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert_eq!(topic_config(&servers, &raw, "max.message.bytes").await.as_deref(), Some("2000000"), "the administrator's config was reset");
+    controller.abort();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

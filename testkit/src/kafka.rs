@@ -199,6 +199,35 @@ struct NodeSpec {
     controller_port: u16,
     dir: PathBuf,
     directory_id: String,
+    secure: Option<SecureListeners>,
+}
+
+/// A broker's secured listeners beside its plaintext one (which the
+/// harness itself uses): `SASL_SSL` with SCRAM-SHA-512 and `SSL` that
+/// requires a client certificate, both with a server certificate for
+/// 127.0.0.1 from a CA made for the broker.
+#[derive(Clone, Debug)]
+pub struct SecureListeners {
+    /// `127.0.0.1:port` of the SASL_SSL (SCRAM-SHA-512) listener.
+    pub sasl_ssl: String,
+    /// `127.0.0.1:port` of the SSL listener that requires a client certificate.
+    pub mtls: String,
+    /// The CA that signed the broker's certificate and the client's.
+    pub ca_file: PathBuf,
+    /// A client certificate the mTLS listener accepts, and its key.
+    pub client: crate::tls::Pem,
+    /// A CA that signed nothing here (a wrong CA for a client).
+    pub other_ca_file: PathBuf,
+    /// The SCRAM user made when the storage was formatted.
+    pub username: String,
+    pub password: String,
+    server: crate::tls::Pem,
+}
+
+/// A PEM text as one properties-file value: Java's `Properties` turns the
+/// `\n` escapes back into line breaks.
+fn pem_value(pem: &str) -> String {
+    pem.trim_end().replace('\n', "\\n")
 }
 
 fn properties(spec: &NodeSpec, quorum: &str, replicas: usize) -> String {
@@ -245,6 +274,34 @@ group.consumer.session.timeout.ms=10000
     if replicas >= 3 {
         p.push_str("min.insync.replicas=2\nbroker.session.timeout.ms=6000\nbroker.heartbeat.interval.ms=1000\n");
     }
+    if let Some(s) = &spec.secure {
+        let (sasl, mtls) = (&s.sasl_ssl, &s.mtls);
+        p = p
+            .replace(
+                &format!("listeners=PLAINTEXT://127.0.0.1:{}", spec.broker_port),
+                &format!("listeners=PLAINTEXT://127.0.0.1:{},SASL_SSL://{sasl},MTLS://{mtls}", spec.broker_port),
+            )
+            .replace("listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT", "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_SSL:SASL_SSL,MTLS:SSL");
+        p.push_str(&format!(
+            "sasl.enabled.mechanisms=SCRAM-SHA-512
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.mtls.ssl.client.auth=required
+ssl.keystore.type=PEM
+ssl.keystore.certificate.chain={chain}
+ssl.keystore.key={key}
+ssl.truststore.type=PEM
+ssl.truststore.certificates={ca}
+",
+            chain = pem_value(&s.server.certificate),
+            key = pem_value(&s.server.key),
+            ca = pem_value(&std::fs::read_to_string(&s.ca_file).unwrap_or_default()),
+        ));
+        // advertised.listeners: the same as listeners for the secured ones.
+        p = p.replace(
+            &format!("advertised.listeners=PLAINTEXT://127.0.0.1:{}", spec.broker_port),
+            &format!("advertised.listeners=PLAINTEXT://127.0.0.1:{},SASL_SSL://{sasl},MTLS://{mtls}", spec.broker_port),
+        );
+    }
     p
 }
 
@@ -264,6 +321,11 @@ fn format_node(rt: &Runtime, spec: &NodeSpec, quorum: &str, replicas: usize, clu
         Some(controllers) => cmd.args(["--initial-controllers", controllers]),
         None => cmd.arg("--standalone"),
     };
+    if let Some(s) = &spec.secure {
+        // The SCRAM user, written with the first metadata (format.log,
+        // which holds its salted keys, stays in the broker's directory).
+        cmd.args(["--add-scram", &format!("SCRAM-SHA-512=[name={},password={}]", s.username, s.password)]);
+    }
     let status = cmd
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
@@ -416,6 +478,7 @@ pub struct KafkaBroker {
     node: Option<Node>,
     bootstrap: String,
     _dir: Option<Dir>,
+    secure: Option<SecureListeners>,
 }
 
 /// The environment variable naming a Kafka of your own for the tests.
@@ -425,22 +488,55 @@ impl KafkaBroker {
     pub fn start() -> Result<Self, StartError> {
         if let Some(bootstrap) = std::env::var(KAFKA_BOOTSTRAP_ENV).ok().filter(|v| !v.trim().is_empty()) {
             eprintln!("kafka: using yours at {bootstrap} ({KAFKA_BOOTSTRAP_ENV})");
-            return Ok(Self { node: None, bootstrap, _dir: None });
+            return Ok(Self { node: None, bootstrap, _dir: None, secure: None });
         }
+        Self::start_with(false)
+    }
+
+    /// A broker with [`SecureListeners`] as well (never a Kafka of yours:
+    /// the test needs its certificates and user).
+    pub fn start_secured() -> Result<Self, StartError> {
+        Self::start_with(true)
+    }
+
+    /// The secured listeners of a [`KafkaBroker::start_secured`] broker.
+    pub fn secure(&self) -> &SecureListeners {
+        self.secure.as_ref().expect("a broker from KafkaBroker::start_secured")
+    }
+
+    fn start_with(secured: bool) -> Result<Self, StartError> {
         let rt = runtime()?;
         let started = Instant::now();
         let dir = new_dir("kafka")?;
+        let secure = if secured {
+            let ca = crate::tls::TestCa::new(&dir, "kafka")?;
+            let other = crate::tls::TestCa::new(&dir, "other")?;
+            use rand::distr::{Alphanumeric, SampleString};
+            Some(SecureListeners {
+                sasl_ssl: format!("127.0.0.1:{}", free_port()),
+                mtls: format!("127.0.0.1:{}", free_port()),
+                ca_file: ca.certificate_file.clone(),
+                client: ca.client("millrace-worker")?,
+                other_ca_file: other.certificate_file.clone(),
+                username: "millrace".into(),
+                password: Alphanumeric.sample_string(&mut rand::rng(), 20),
+                server: ca.server("kafka")?,
+            })
+        } else {
+            None
+        };
         let spec = NodeSpec {
             id: 1,
             broker_port: free_port(),
             controller_port: free_port(),
             dir: dir.clone(),
             directory_id: random_uuid(),
+            secure: secure.clone(),
         };
         let quorum = format!("127.0.0.1:{}", spec.controller_port);
         let node = Node::new(&spec);
         let bootstrap = node.bootstrap();
-        let mut broker = Self { node: Some(node), bootstrap, _dir: Some(Dir(dir)) };
+        let mut broker = Self { node: Some(node), bootstrap, _dir: Some(Dir(dir)), secure };
         format_node(rt, &spec, &quorum, 1, &random_uuid(), None)?;
         let formatted = started.elapsed();
         broker.own("start").spawn("256m")?;
@@ -532,7 +628,7 @@ impl KafkaCluster {
             .map(|id| {
                 let d = dir.join(format!("node{id}"));
                 std::fs::create_dir_all(&d)?;
-                Ok(NodeSpec { id, broker_port: free_port(), controller_port: free_port(), dir: d, directory_id: random_uuid() })
+                Ok(NodeSpec { id, broker_port: free_port(), controller_port: free_port(), dir: d, directory_id: random_uuid(), secure: None })
             })
             .collect::<Result<_, std::io::Error>>()?;
         let quorum = specs.iter().map(|s| format!("127.0.0.1:{}", s.controller_port)).collect::<Vec<_>>().join(",");

@@ -34,6 +34,7 @@ fn join_file(c: &mut Criterion) {
         max_delta: None,
         max_latency: None,
         reorder_window: None,
+        state_horizon: None,
     };
     let mut group = c.benchmark_group("join_file");
     group.throughput(Throughput::Elements(500_000));

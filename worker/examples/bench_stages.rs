@@ -32,18 +32,19 @@ async fn bench_ingest(messages: u64) -> anyhow::Result<()> {
     broker.create_topic("bench.dead", 1)?;
     let mut config = PipelineConfig::default();
     config.mqtt.url = mqtt.url();
-    config.mqtt.share_group.clear();
+    config.mqtt.share_group = Some(String::new());
     let kafka_config = KafkaConfig {
         bootstrap_servers: broker.bootstrap_servers(),
-        group_id: "bench".into(),
+        group_id: Some("bench".into()),
         topics: Default::default(),
         transaction_interval: Duration::from_millis(100),
+        security: None,
         properties: Default::default(),
         replay_limit: 100_000,
     };
     let producer = kafka::idempotent_producer(&kafka_config, "bench-ingest")?;
     // One MQTT session for both runs of the stage below.
-    config.mqtt.client_id = format!("bench-{}", std::process::id());
+    config.mqtt.client_id = Some(format!("bench-{}", std::process::id()));
     let start_ingest = |health: Arc<Health>, shutdown: CancellationToken| {
         let (config, producer) = (config.clone(), producer.clone());
         tokio::spawn(async move {
@@ -226,7 +227,7 @@ fn bench_join(records: usize) -> anyhow::Result<()> {
     }
     let kafka_config = KafkaConfig {
         bootstrap_servers: broker.bootstrap_servers(),
-        group_id: "bench".into(),
+        group_id: Some("bench".into()),
         topics: millrace_config::Topics {
             raw: millrace_config::TopicSpec::named("bench.raw"),
             joined: millrace_config::TopicSpec::named("bench.joined"),
@@ -234,6 +235,7 @@ fn bench_join(records: usize) -> anyhow::Result<()> {
             join_state: None,
         },
         transaction_interval: Duration::from_millis(100),
+        security: None,
         properties: Default::default(),
         replay_limit: 100_000,
     };
@@ -276,7 +278,7 @@ fn bench_join(records: usize) -> anyhow::Result<()> {
             "joins:\n  - {{name: power, left: 'actSpeed_(C\\d+)', right: 'vaTorque_(C\\d+)', output: 'power_$1', expression: '2*pi/60*left*right', stateHorizon: {horizon}}}\n"
         ))?
         .joins;
-        let kafka = KafkaConfig { group_id: format!("bench-{round}"), replay_limit, ..kafka_config.clone() };
+        let kafka = KafkaConfig { group_id: Some(format!("bench-{round}")), replay_limit, ..kafka_config.clone() };
         join_stage_once(&kafka, &rules, records, label)?;
     }
     let _ = broker.create_topic("bench.ceiling", 6);
@@ -360,7 +362,7 @@ fn ceiling_transactional_copy(kafka: &KafkaConfig, records: usize) -> anyhow::Re
     use rdkafka::{Message, Offset, TopicPartitionList};
     let timeout = Duration::from_secs(30);
     // Its own group, so that it reads the raw topic from the start.
-    let kafka = KafkaConfig { group_id: "bench-ceiling".into(), ..kafka.clone() };
+    let kafka = KafkaConfig { group_id: Some("bench-ceiling".into()), ..kafka.clone() };
     let producer: ThreadedProducer<DefaultProducerContext> = stage::producer_config(&kafka, "bench-ceiling").create()?;
     producer.init_transactions(timeout)?;
     let consumer: BaseConsumer = stage::consumer_config(&kafka).create()?;

@@ -195,12 +195,12 @@ pub async fn run_from_kafka(
         .export
         .iter()
         .map(|s| match s {
-            ExportStream::Raw => kafka.topics.raw.name.as_str(),
-            ExportStream::Joined => kafka.topics.joined.name.as_str(),
+            ExportStream::Raw => kafka.topics.raw_name(),
+            ExportStream::Joined => kafka.topics.joined_name(),
         })
         .collect();
     let consumer: StreamConsumer = crate::kafka::client_config(kafka)
-        .set("group.id", format!("{}-export", kafka.group_id))
+        .set("group.id", format!("{}-export", kafka.group_id()))
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest")
         .set("isolation.level", "read_committed")
@@ -217,6 +217,12 @@ pub async fn run_from_kafka(
             message = consumer.recv() => {
                 let m = match message {
                     Ok(m) => m,
+                    // A fatal consumer error leaves a consumer that never
+                    // delivers again: stop, so that the stage is restarted.
+                    Err(e @ rdkafka::error::KafkaError::MessageConsumptionFatal(_)) => {
+                        metrics.error("kafka_consume");
+                        anyhow::bail!("the Kafka consumer failed for good ({e}): the export stage stops to be restarted");
+                    }
                     Err(e) => {
                         metrics.error("kafka_consume");
                         tracing::warn!(error = %e, "Kafka consume failed");

@@ -73,7 +73,10 @@ impl RecordOutput {
 pub fn subscription_filters(mqtt: &MqttSource) -> Vec<String> {
     mqtt.topics
         .iter()
-        .map(|t| if mqtt.share_group.is_empty() { t.clone() } else { format!("$share/{}/{}", mqtt.share_group, t) })
+        .map(|t| match mqtt.share_group() {
+            "" => t.clone(),
+            group => format!("$share/{group}/{t}"),
+        })
         .collect()
 }
 
@@ -135,7 +138,7 @@ pub async fn run(
     // the Pods scaled away have surely stopped: one still running would
     // take its session back (and subscribe it again) after the drain.
     let drains = async {
-        let retired = crate::mqtt_session::retired_from_env(&config.mqtt.client_id);
+        let retired = crate::mqtt_session::retired_from_env(config.mqtt.client_id());
         if retired.is_empty() {
             return Ok(());
         }
@@ -159,7 +162,7 @@ pub async fn run(
         }
         Ok::<(), anyhow::Error>(())
     };
-    let own = client_id(&config.mqtt.client_id);
+    let own = client_id(config.mqtt.client_id());
     let serve = ingest.session(&own, Mode::Serve);
     // A failure of either ends both: the process restarts.
     tokio::try_join!(serve, drains)?;
@@ -397,7 +400,7 @@ mod tests {
     fn shared_subscriptions_wrap_every_filter() {
         let mut m = MqttSource { topics: vec!["machines/#".into(), "plant/+/state".into()], ..Default::default() };
         assert_eq!(subscription_filters(&m), vec!["$share/millrace/machines/#", "$share/millrace/plant/+/state"]);
-        m.share_group.clear();
+        m.share_group = Some(String::new());
         assert_eq!(subscription_filters(&m), vec!["machines/#", "plant/+/state"]);
     }
 

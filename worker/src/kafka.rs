@@ -14,8 +14,22 @@ use millrace_config::KafkaConfig;
 
 /// Base client settings: bootstrap servers plus the pipeline's extra
 /// properties (which may override anything here).
+/// A client's settings: the pipeline's properties and, with SASL, the
+/// username and password from `MILLRACE_KAFKA_USERNAME`/`_PASSWORD` (or
+/// `..._FILE`). Missing credentials are left to librdkafka, which names the
+/// missing `sasl.username` when the client is made.
 pub fn client_config(kafka: &KafkaConfig) -> ClientConfig {
-    ClientConfig::from_iter(kafka.client_properties())
+    let mut config = ClientConfig::from_iter(kafka.client_properties());
+    if kafka.security.as_ref().is_some_and(|s| s.protocol.uses_sasl()) {
+        match crate::credentials::from_env("KAFKA") {
+            Ok(Some(c)) => {
+                config.set("sasl.username", c.username).set("sasl.password", c.password);
+            }
+            Ok(None) => tracing::warn!("Kafka asks for SASL, but MILLRACE_KAFKA_USERNAME and MILLRACE_KAFKA_PASSWORD are not set"),
+            Err(e) => tracing::warn!(error = %e, "cannot read the Kafka credentials"),
+        }
+    }
+    config
 }
 
 /// An idempotent producer: `acks=all`, no duplicates from retries, small

@@ -27,7 +27,7 @@ enum Command {
         #[arg(long, value_enum)]
         stage: Option<Stage>,
         /// Where /metrics, /healthz and /readyz are served.
-        #[arg(long, default_value = "0.0.0.0:9090", env = "MILLRACE_METRICS_ADDR")]
+        #[arg(long, default_value = "[::]:9090", env = "MILLRACE_METRICS_ADDR")]
         metrics_addr: std::net::SocketAddr,
     },
     /// Publish machine messages to MQTT: replay a JSONL file of wide messages
@@ -239,9 +239,9 @@ fn run(config_path: PathBuf, stage: Option<Stage>, metrics_addr: std::net::Socke
                 config_path.display()
             ),
             (Some(Stage::Ingest), Some(k)) => {
-                let producer = kafka::idempotent_producer(&k, &ingest::client_id(&config.mqtt.client_id))?;
-                let dead_letters = DeadLetterSink::Kafka { producer: producer.clone(), topic: k.topics.dead_letter.name.clone() };
-                let output = ingest::RecordOutput::Kafka { producer: producer.clone(), topic: k.topics.raw.name.clone() };
+                let producer = kafka::idempotent_producer(&k, &ingest::client_id(config.mqtt.client_id()))?;
+                let dead_letters = DeadLetterSink::Kafka { producer: producer.clone(), topic: k.topics.dead_letter_name().to_string() };
+                let output = ingest::RecordOutput::Kafka { producer: producer.clone(), topic: k.topics.raw_name().to_string() };
                 let result = ingest::run(&config, millrace_worker::credentials::from_env("MQTT")?, output, dead_letters, health, shutdown).await;
                 use rdkafka::producer::Producer;
                 producer.flush(std::time::Duration::from_secs(30))?;
@@ -250,7 +250,7 @@ fn run(config_path: PathBuf, stage: Option<Stage>, metrics_addr: std::net::Socke
             (Some(Stage::Export), Some(k)) => {
                 let target = config.influxdb.clone().ok_or_else(|| anyhow::anyhow!("influxdb: the export stage needs a target"))?;
                 let producer = kafka::idempotent_producer(&k, "millrace-export")?;
-                let dead_letters = DeadLetterSink::Kafka { producer, topic: k.topics.dead_letter.name.clone() };
+                let dead_letters = DeadLetterSink::Kafka { producer, topic: k.topics.dead_letter_name().to_string() };
                 let client = millrace_worker::influx::InfluxClient::new(&target, millrace_worker::credentials::from_env("INFLUXDB")?);
                 export::run_from_kafka(&k, &target, export::Exporter::new(client, health), dead_letters, shutdown).await
             }

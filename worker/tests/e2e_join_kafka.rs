@@ -164,9 +164,18 @@ fn stream_with_bad_input(records: usize, seed: u64) -> (Vec<Value>, Vec<Value>, 
 
 /// Produces the stream to the raw topic over about `over`, keyed by thing.
 fn feed(servers: String, topic: String, records: Vec<Value>, over: Duration) -> std::thread::JoinHandle<()> {
+    feed_compressed(servers, topic, records, over, "none")
+}
+
+/// `feed` with the producer's `compression.type`.
+fn feed_compressed(servers: String, topic: String, records: Vec<Value>, over: Duration, codec: &'static str) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
-        let producer: ThreadedProducer<DefaultProducerContext> =
-            ClientConfig::new().set("bootstrap.servers", &servers).set("enable.idempotence", "true").create().unwrap();
+        let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+            .set("bootstrap.servers", &servers)
+            .set("enable.idempotence", "true")
+            .set("compression.type", codec)
+            .create()
+            .unwrap();
         let chunk = (records.len() / 50).max(1);
         for part in records.chunks(chunk) {
             for r in part {
@@ -813,4 +822,128 @@ fn the_partition_leader_killed_in_a_three_broker_cluster_loses_and_doubles_nothi
 /// third of the expected pairs (both are reached while input is produced).
 fn visible_goal(round: usize, expected: usize) -> usize {
     if round == 1 { expected / 10 } else { expected / 3 }
+}
+
+/// A join worker on a secured listener: `security` goes under `kafka:`,
+/// `env` holds its credentials; its log (stderr) goes to `log`.
+fn secured_worker(dir: &Path, servers: &str, topics: &Topics, security: &str, env: &[(&str, &str)], log: &Path) -> (Worker, u16) {
+    let config = config_with(dir, servers, topics, security, "");
+    let port = millrace_testkit::free_port();
+    let child = Command::new(WORKER)
+        .args(["run", "--stage", "join", "--config"])
+        .arg(&config)
+        .args(["--metrics-addr", &format!("127.0.0.1:{port}")])
+        .env("MILLRACE_INSTANCE", unique_name("secured"))
+        .envs(env.iter().copied())
+        .env("RUST_LOG", "warn")
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap();
+    (Worker(child), port)
+}
+
+/// `/readyz` of a worker's metrics port: Some(true) ready, Some(false) not
+/// ready, None not answering (yet, or any more).
+fn ready(port: u16) -> Option<bool> {
+    match ureq::get(&format!("http://127.0.0.1:{port}/readyz")).call() {
+        Ok(_) => Some(true),
+        Err(ureq::Error::StatusCode(503)) => Some(false),
+        Err(_) => None,
+    }
+}
+
+/// SCRAM-SHA-512 over TLS with the broker's CA, and mutual TLS with a
+/// client certificate: each joins the stream exactly (Apache Kafka 4.4
+/// with those listeners, certificates made by the test).
+#[test]
+fn the_join_stage_works_over_scram_with_tls_and_over_mutual_tls() {
+    let broker = require!(KafkaBroker::start_secured());
+    let s = broker.secure().clone();
+    let (ca, cert, key) = (s.ca_file.display().to_string(), s.client.certificate_file.display().to_string(), s.client.key_file.display().to_string());
+    let scram = format!("  security: {{protocol: SASL_SSL, saslMechanism: SCRAM-SHA-512, tls: {{caFile: '{ca}'}}}}\n");
+    let mtls = format!("  security: {{protocol: SSL, tls: {{caFile: '{ca}', certificateFile: '{cert}', keyFile: '{key}'}}}}\n");
+    let login = [("MILLRACE_KAFKA_USERNAME", s.username.as_str()), ("MILLRACE_KAFKA_PASSWORD", s.password.as_str())];
+    for (i, (name, servers, security, env)) in [("SASL_SSL SCRAM", &s.sasl_ssl, &scram, &login[..]), ("mTLS", &s.mtls, &mtls, &[][..])].into_iter().enumerate() {
+        let topics = setup(&broker);
+        let dir = tempfile::tempdir().unwrap();
+        let records = stream(3_000, 40 + i as u64);
+        let want = spec(&records);
+        let feeder = feed(broker.bootstrap_servers(), topics.raw.clone(), records, Duration::from_secs(2));
+        let log = dir.path().join("worker.log");
+        let (worker, _) = secured_worker(dir.path(), servers, &topics, security, env, &log);
+        feeder.join().unwrap();
+        let pairs = joined_pairs(&broker.bootstrap_servers(), &topics.joined, want.len());
+        if pairs.len() != want.len() {
+            eprintln!("{name} worker log:\n{}", std::fs::read_to_string(&log).unwrap_or_default());
+        }
+        check(pairs, &want);
+        eprintln!("{name}: {} pairs joined exactly over {servers}", want.len());
+        worker.terminate();
+    }
+}
+
+/// A wrong password or a CA that did not sign the broker's certificate:
+/// the worker says which broker and why, is not ready, and writes nothing;
+/// with the cause fixed (the right Secret, a restarted Pod) it joins all.
+#[test]
+fn a_wrong_password_or_ca_is_named_not_ready_and_writes_nothing() {
+    let broker = require!(KafkaBroker::start_secured());
+    let s = broker.secure().clone();
+    let (ca, other_ca) = (s.ca_file.display().to_string(), s.other_ca_file.display().to_string());
+    let with_ca = |ca: &str| format!("  security: {{protocol: SASL_SSL, saslMechanism: SCRAM-SHA-512, tls: {{caFile: '{ca}'}}}}\n");
+    let topics = setup(&broker);
+    let dir = tempfile::tempdir().unwrap();
+    let records = stream(2_000, 77);
+    let want = spec(&records);
+    feed(broker.bootstrap_servers(), topics.raw.clone(), records, Duration::from_millis(500)).join().unwrap();
+    let wrong_password = [("MILLRACE_KAFKA_USERNAME", s.username.as_str()), ("MILLRACE_KAFKA_PASSWORD", "not-the-password")];
+    let right = [("MILLRACE_KAFKA_USERNAME", s.username.as_str()), ("MILLRACE_KAFKA_PASSWORD", s.password.as_str())];
+    for (case, security, env, says) in [
+        ("wrong password", with_ca(&ca), &wrong_password[..], "Authentication failed"),
+        ("wrong CA", with_ca(&other_ca), &right[..], "certificate verify failed"),
+    ] {
+        let log = dir.path().join(format!("{}.log", case.replace(' ', "-")));
+        let (mut worker, port) = secured_worker(dir.path(), &s.sasl_ssl, &topics, &security, env, &log);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            if text.contains(says) && text.contains(&s.sasl_ssl) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{case}: no error naming {} and {says:?} within 60 s:\n{text}", s.sasl_ssl);
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        assert_ne!(ready(port), Some(true), "{case}: /readyz must not say ready");
+        assert!(!std::fs::read_to_string(&log).unwrap().contains(&s.password), "{case}: the password in a log line");
+        let _ = worker.0.kill();
+        let _ = worker.0.wait();
+    }
+    let empty = reader(&broker.bootstrap_servers(), &topics.joined, "read_uncommitted");
+    let mut written = 0;
+    read_until_quiet(&empty, |_| written += 1);
+    assert_eq!(written, 0, "nothing may be written without a working login");
+    // Fixed: the right password and CA.
+    let log = dir.path().join("fixed.log");
+    let (worker, _) = secured_worker(dir.path(), &s.sasl_ssl, &topics, &with_ca(&ca), &right, &log);
+    check(joined_pairs(&broker.bootstrap_servers(), &topics.joined, want.len()), &want);
+    worker.terminate();
+}
+
+/// Raw records compressed with each codec Kafka has are read, and the join
+/// stage writes with it too (a client built without one refuses it).
+#[test]
+fn records_compressed_with_gzip_snappy_lz4_and_zstd_are_joined() {
+    let broker = require!(KafkaBroker::start());
+    for (i, codec) in ["gzip", "snappy", "lz4", "zstd"].into_iter().enumerate() {
+        let topics = setup(&broker);
+        let dir = tempfile::tempdir().unwrap();
+        let config = config_with(dir.path(), &broker.bootstrap_servers(), &topics, &format!("  properties: {{compression.type: {codec}}}\n"), "");
+        let records = stream(1_500, 90 + i as u64);
+        let want = spec(&records);
+        let feeder = feed_compressed(broker.bootstrap_servers(), topics.raw.clone(), records, Duration::from_secs(1), codec);
+        let worker = Worker::start(&config, &format!("codec-{codec}"));
+        feeder.join().unwrap();
+        check(joined_pairs(&broker.bootstrap_servers(), &topics.joined, want.len()), &want);
+        worker.terminate();
+    }
 }

@@ -93,8 +93,7 @@ pub fn deployment(p: &StreamPipeline) -> Deployment {
         EnvVar { name: "GF_PATHS_PROVISIONING".into(), value: Some("/etc/grafana/provisioning".into()), ..Default::default() },
     ];
     if let Some(c) = p.spec.pipeline.influxdb.as_ref().and_then(|i| i.credentials.as_ref()) {
-        env.push(secret_env("INFLUXDB_USERNAME", &c.secret_name, &c.username_key));
-        env.push(secret_env("INFLUXDB_PASSWORD", &c.secret_name, &c.password_key));
+        env.extend(super::login_env("INFLUXDB", c));
     }
     let provisioning_volume = |n: &str, items: Option<Vec<KeyToPath>>| Volume {
         name: n.into(),
@@ -114,7 +113,7 @@ pub fn deployment(p: &StreamPipeline) -> Deployment {
             template: PodTemplateSpec {
                 // Grafana reads its provisioning at start: a change rolls it.
                 metadata: Some(template_metadata(selector, config_hash(&provisioning(p)))),
-                spec: Some(PodSpec {
+                spec: Some(super::placement::placed(p, PodSpec {
                     security_context: Some(pod_security::pod(p.spec.user_ids, GRAFANA_USER)),
                     containers: vec![Container {
                         name: "grafana".into(),
@@ -143,7 +142,7 @@ pub fn deployment(p: &StreamPipeline) -> Deployment {
                         Volume { name: "data".into(), empty_dir: Some(EmptyDirVolumeSource::default()), ..Default::default() },
                     ]),
                     ..Default::default()
-                }),
+                })),
             },
             ..Default::default()
         }),

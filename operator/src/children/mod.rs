@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::core::v1::{ConfigMap, EnvVar, EnvVarSource, PersistentVolumeClaim, SecretKeySelector, Service, ServicePort, ServiceSpec};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -13,6 +14,7 @@ use sha2::{Digest, Sha256};
 
 use crate::crd::StreamPipeline;
 use crate::validate::ValidPipeline;
+use secret_hashes::SecretHashes;
 use workers::Stage;
 
 pub mod workers;
@@ -20,14 +22,16 @@ pub mod mosquitto;
 pub mod dashboards;
 pub mod grafana;
 pub mod pod_security;
+pub mod placement;
+pub mod secret_hashes;
 
 /// Every child a valid pipeline wants, built by [`build`].
 pub struct Children {
     /// The worker's configuration file.
     pub worker_config: ConfigMap,
-    /// Per stage, in [`Stage::ALL`] order: its metrics Service and its
-    /// StatefulSet.
-    pub stages: Vec<(Stage, Service, StatefulSet)>,
+    /// Per stage, in [`Stage::ALL`] order: its metrics Service, its
+    /// StatefulSet and its PodDisruptionBudget.
+    pub stages: Vec<(Stage, Service, StatefulSet, PodDisruptionBudget)>,
     /// The managed Mosquitto, when the spec asks for one.
     pub broker: Option<Broker>,
     /// Grafana, when enabled.
@@ -53,25 +57,34 @@ pub struct Grafana {
 }
 
 /// Builds every child of `valid` (pure). `mqtt_sessions` is what the live
-/// ingest StatefulSet says (see [`workers::mqtt_sessions`]).
-pub fn build(valid: &ValidPipeline<'_>, mqtt_sessions: i32) -> Children {
+/// ingest StatefulSet says (see [`workers::mqtt_sessions`]), `secrets` what
+/// the operator could read of the Secrets the Pods use.
+pub fn build(valid: &ValidPipeline<'_>, mqtt_sessions: i32, secrets: &SecretHashes) -> Children {
     let p = valid.pipeline;
-    let worker_config = workers::config_map(p);
+    let worker_config = workers::config_map(valid);
     let hash = config_hash(&worker_config);
     let stages = Stage::ALL
         .into_iter()
-        .map(|stage| (stage, workers::metrics_service(p, stage), workers::stateful_set(p, stage, &hash, mqtt_sessions)))
+        .map(|stage| {
+            let mut stateful_set = workers::stateful_set(valid, stage, &hash, mqtt_sessions);
+            secret_hashes::annotate(stateful_set.spec.as_mut().map(|s| &mut s.template), secrets.of(&secret_hashes::used_by_workers(p)));
+            (stage, workers::metrics_service(p, stage), stateful_set, workers::disruption_budget(p, stage))
+        })
         .collect();
+    let with_secrets = |mut deployment: Deployment, used: Vec<String>| {
+        secret_hashes::annotate(deployment.spec.as_mut().map(|s| &mut s.template), secrets.of(&used));
+        deployment
+    };
     let broker = p.spec.mosquitto.managed.then(|| Broker {
         config_map: mosquitto::config_map(p),
         service: mosquitto::service(p),
-        deployment: mosquitto::deployment(p),
+        deployment: with_secrets(mosquitto::deployment(p), secret_hashes::used_by_broker(p)),
         data_claim: mosquitto::data_claim(p),
     });
     let grafana = p.spec.grafana.enabled.then(|| Grafana {
         provisioning: grafana::provisioning(p),
         service: grafana::service(p),
-        deployment: grafana::deployment(p),
+        deployment: with_secrets(grafana::deployment(p), secret_hashes::used_by_grafana(p)),
     });
     Children { worker_config, stages, broker, grafana }
 }
@@ -84,8 +97,8 @@ impl Children {
             (<K as k8s_openapi::Resource>::KIND, object.name_any())
         }
         let mut wanted = BTreeSet::from([id(&self.worker_config)]);
-        for (_, service, workers) in &self.stages {
-            wanted.extend([id(service), id(workers)]);
+        for (_, service, workers, budget) in &self.stages {
+            wanted.extend([id(service), id(workers), id(budget)]);
         }
         if let Some(b) = &self.broker {
             wanted.extend([id(&b.config_map), id(&b.service), id(&b.deployment)]);
@@ -160,6 +173,15 @@ pub fn secret_env(name: &str, secret: &str, key: &str) -> EnvVar {
         }),
         ..Default::default()
     }
+}
+
+/// `<PREFIX>_USERNAME` and `<PREFIX>_PASSWORD` from the Secret of
+/// `credentials`, by reference.
+pub fn login_env(prefix: &str, credentials: &millrace_config::SecretCredentials) -> [EnvVar; 2] {
+    [
+        secret_env(&format!("{prefix}_USERNAME"), &credentials.secret_name, &credentials.username_key),
+        secret_env(&format!("{prefix}_PASSWORD"), &credentials.secret_name, &credentials.password_key),
+    ]
 }
 
 /// A Service in front of `component`'s Pods with one TCP port `port_name`

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy};
 use k8s_openapi::api::core::v1::{
-    ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, PersistentVolumeClaim,
+    ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, ExecAction, PersistentVolumeClaim,
     PersistentVolumeClaimSpec, PersistentVolumeClaimVolumeSource, PodSpec, PodTemplateSpec, Probe, SecretVolumeSource,
     Service, TCPSocketAction, Volume, VolumeMount, VolumeResourceRequirements,
 };
@@ -14,7 +14,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
 
-use super::{labels, metadata, pod_security, config_hash, template_metadata};
+use super::{labels, login_env, metadata, pod_security, config_hash, template_metadata};
 use crate::crd::StreamPipeline;
 
 pub const MQTT_PORT: i32 = 1883;
@@ -52,15 +52,42 @@ pub fn url(p: &StreamPipeline) -> String {
     format!("mqtt://{}:{MQTT_PORT}", name(p))
 }
 
+/// Whether the broker requires a login: the workers have credentials, or
+/// more users are given.
+pub fn authenticated(p: &StreamPipeline) -> bool {
+    p.spec.pipeline.mqtt.credentials.is_some() || p.spec.mosquitto.auth_secret.is_some()
+}
+
+/// Where the broker reads its password file: an in-memory volume the
+/// `passwd` init container writes.
+const PASSWORD_DIR: &str = "/mosquitto/auth";
+/// Where the init container finds the more users' password file.
+const MORE_USERS_DIR: &str = "/mosquitto/more-users";
+
+/// The init container's script: the more users' file (if any), then the
+/// workers' user hashed by Mosquitto's own `mosquitto_passwd` (its PBKDF2
+/// format), readable by the broker's user and group only.
+const WRITE_PASSWORD_FILE: &str = r#"set -eu
+file=/mosquitto/auth/passwd
+: > "$file"
+if [ -f /mosquitto/more-users/passwd ]; then cat /mosquitto/more-users/passwd >> "$file"; fi
+if [ -n "${MQTT_USERNAME:-}" ]; then mosquitto_passwd -b "$file" "$MQTT_USERNAME" "$MQTT_PASSWORD"; fi
+chmod 0440 "$file""#;
+
+/// The readiness probe: a login with the workers' credentials (or an
+/// anonymous one) and a subscription the broker acknowledges.
+const LOGIN_PROBE: &str = r#"if [ -n "${MQTT_USERNAME:-}" ]; then set -- -u "$MQTT_USERNAME" -P "$MQTT_PASSWORD"; fi
+exec mosquitto_sub -h 127.0.0.1 -p 1883 -t millrace/readiness -E "$@""#;
+
 /// `mosquitto.conf`: a listener for the cluster, persistence when asked,
-/// a password file (from the Secret) when auth is on.
+/// the password file when a login is required.
 pub fn config_map(p: &StreamPipeline) -> ConfigMap {
     let m = &p.spec.mosquitto;
     let mut conf = format!(
         "listener {MQTT_PORT}\npersistence {}\npersistence_location /mosquitto/data/\nmax_inflight_messages 0\nmax_queued_messages 1000000\nlog_dest stdout\n",
         m.persistence_size.is_some()
     );
-    if m.auth_secret.is_some() {
+    if authenticated(p) {
         conf.push_str("allow_anonymous false\npassword_file /mosquitto/auth/passwd\n");
     } else {
         conf.push_str("allow_anonymous true\n");
@@ -88,16 +115,50 @@ pub fn deployment(p: &StreamPipeline) -> Deployment {
             Volume { name: "data".into(), empty_dir: Some(EmptyDirVolumeSource::default()), ..Default::default() }
         },
     ];
-    if let Some(secret) = &m.auth_secret {
-        // The Secret holds a mosquitto password file under the key `passwd`.
-        mounts.push(VolumeMount { name: "auth".into(), mount_path: "/mosquitto/auth".into(), read_only: Some(true), ..Default::default() });
+    // The workers' login, for the password file and the readiness probe.
+    let login: Vec<EnvVar> = p.spec.pipeline.mqtt.credentials.iter().flat_map(|c| login_env("MQTT", c)).collect();
+    let mut init_containers = Vec::new();
+    if authenticated(p) {
+        let auth = |read_only| VolumeMount { name: "auth".into(), mount_path: PASSWORD_DIR.into(), read_only: Some(read_only), ..Default::default() };
+        mounts.push(auth(true));
         volumes.push(Volume {
             name: "auth".into(),
-            secret: Some(SecretVolumeSource { secret_name: Some(secret.clone()), ..Default::default() }),
+            empty_dir: Some(EmptyDirVolumeSource { medium: Some("Memory".into()), ..Default::default() }),
+            ..Default::default()
+        });
+        // mosquitto_passwd writes a temporary file to /tmp as well.
+        let mut init_mounts = vec![auth(false), VolumeMount { name: "passwd-tmp".into(), mount_path: "/tmp".into(), ..Default::default() }];
+        volumes.push(Volume {
+            name: "passwd-tmp".into(),
+            empty_dir: Some(EmptyDirVolumeSource { medium: Some("Memory".into()), ..Default::default() }),
+            ..Default::default()
+        });
+        if let Some(secret) = &m.auth_secret {
+            init_mounts.push(VolumeMount { name: "more-users".into(), mount_path: MORE_USERS_DIR.into(), read_only: Some(true), ..Default::default() });
+            volumes.push(Volume {
+                name: "more-users".into(),
+                secret: Some(SecretVolumeSource { secret_name: Some(secret.clone()), ..Default::default() }),
+                ..Default::default()
+            });
+        }
+        init_containers.push(Container {
+            name: "passwd".into(),
+            image: Some(m.image.clone().unwrap_or_else(|| DEFAULT_IMAGE.into())),
+            command: Some(vec!["/bin/sh".into(), "-c".into(), WRITE_PASSWORD_FILE.into()]),
+            env: (!login.is_empty()).then(|| login.clone()),
+            volume_mounts: Some(init_mounts),
+            security_context: Some(pod_security::container(true)),
             ..Default::default()
         });
     }
-    let probe = Probe { tcp_socket: Some(TCPSocketAction { port: IntOrString::Int(MQTT_PORT), ..Default::default() }), period_seconds: Some(10), ..Default::default() };
+    let alive = Probe { tcp_socket: Some(TCPSocketAction { port: IntOrString::Int(MQTT_PORT), ..Default::default() }), period_seconds: Some(10), ..Default::default() };
+    // Ready means a client can log in and subscribe, not just that the port is open.
+    let logs_in = Probe {
+        exec: Some(ExecAction { command: Some(vec!["/bin/sh".into(), "-c".into(), LOGIN_PROBE.into()]) }),
+        period_seconds: Some(10),
+        timeout_seconds: Some(5),
+        ..Default::default()
+    };
     Deployment {
         metadata: metadata(p, name(p), COMPONENT),
         spec: Some(DeploymentSpec {
@@ -108,22 +169,24 @@ pub fn deployment(p: &StreamPipeline) -> Deployment {
             template: PodTemplateSpec {
                 // mosquitto.conf changed: a new broker Pod reads it.
                 metadata: Some(template_metadata(selector, config_hash(&config_map(p)))),
-                spec: Some(PodSpec {
+                spec: Some(super::placement::placed(p, PodSpec {
                     containers: vec![Container {
                         name: "mosquitto".into(),
                         image: Some(m.image.clone().unwrap_or_else(|| DEFAULT_IMAGE.into())),
                         ports: Some(vec![ContainerPort { name: Some("mqtt".into()), container_port: MQTT_PORT, protocol: Some("TCP".into()), ..Default::default() }]),
-                        readiness_probe: Some(probe.clone()),
-                        liveness_probe: Some(probe),
+                        env: (!login.is_empty()).then_some(login),
+                        readiness_probe: Some(logs_in),
+                        liveness_probe: Some(alive),
                         volume_mounts: Some(mounts),
                         security_context: Some(pod_security::container(true)),
                         ..Default::default()
                     }],
+                    init_containers: (!init_containers.is_empty()).then_some(init_containers),
                     volumes: Some(volumes),
                     // The claim's files belong to the broker's group (fsGroup).
                     security_context: Some(pod_security::pod(p.spec.user_ids, BROKER_USER)),
                     ..Default::default()
-                }),
+                })),
             },
             ..Default::default()
         }),
@@ -160,11 +223,34 @@ mod tests {
         let conf = &config_map(&open).data.unwrap()["mosquitto.conf"];
         assert!(conf.contains("allow_anonymous true") && conf.contains("listener 1883"), "{conf}");
         assert_eq!(url(&open), "mqtt://l1-mosquitto:1883");
+        assert!(deployment(&open).spec.unwrap().template.spec.unwrap().init_containers.is_none());
         let closed = pipeline("{managed: true, authSecret: mqtt-users}");
         assert!(config_map(&closed).data.unwrap()["mosquitto.conf"].contains("password_file /mosquitto/auth/passwd"));
         let d = deployment(&closed);
         let volumes = d.spec.unwrap().template.spec.unwrap().volumes.unwrap();
-        assert_eq!(volumes[2].secret.as_ref().unwrap().secret_name.as_deref(), Some("mqtt-users"));
+        assert_eq!(volumes.iter().find(|v| v.name == "more-users").unwrap().secret.as_ref().unwrap().secret_name.as_deref(), Some("mqtt-users"));
+    }
+
+    #[test]
+    fn the_workers_credentials_are_the_brokers_login_from_one_secret() {
+        let p: StreamPipeline = serde_yaml::from_str(
+            "apiVersion: millrace.io/v1alpha1\nkind: StreamPipeline\nmetadata: {name: l1, namespace: plant, uid: u-1}\nspec:\n  pipeline: {mqtt: {credentials: {secretName: mqtt-login}}}\n  mosquitto: {managed: true}\n",
+        )
+        .unwrap();
+        assert!(config_map(&p).data.unwrap()["mosquitto.conf"].contains("allow_anonymous false\npassword_file /mosquitto/auth/passwd"));
+        let pod = deployment(&p).spec.unwrap().template.spec.unwrap();
+        let init = &pod.init_containers.as_ref().unwrap()[0];
+        let script = &init.command.as_ref().unwrap()[2];
+        assert!(script.contains("mosquitto_passwd -b") && script.contains("chmod 0440"), "{script}");
+        let env = init.env.as_ref().unwrap();
+        assert_eq!(env[1].value_from.as_ref().unwrap().secret_key_ref.as_ref().unwrap().name, "mqtt-login", "from the workers' Secret");
+        assert!(env.iter().all(|e| e.value.is_none()), "by reference only");
+        let auth = pod.volumes.as_ref().unwrap().iter().find(|v| v.name == "auth").unwrap();
+        assert_eq!(auth.empty_dir.as_ref().unwrap().medium.as_deref(), Some("Memory"), "never on disk");
+        let broker = &pod.containers[0];
+        assert!(broker.volume_mounts.as_ref().unwrap().iter().any(|m| m.name == "auth" && m.read_only == Some(true)));
+        let ready = broker.readiness_probe.as_ref().unwrap().exec.as_ref().unwrap().command.as_ref().unwrap();
+        assert!(ready[2].contains("mosquitto_sub") && ready[2].contains("-u \"$MQTT_USERNAME\""), "ready means a login works");
     }
 
     #[test]

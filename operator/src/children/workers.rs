@@ -12,25 +12,37 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
+use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::api::core::v1::{
     ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction,
-    ObjectFieldSelector, PodSpec, PodTemplateSpec, Probe, Service,
+    ObjectFieldSelector, PodSpec, PodTemplateSpec, Probe, SecretVolumeSource, Service,
     Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
 
-use super::{labels, metadata, pod_security, secret_env, template_metadata};
+use super::{labels, login_env, metadata, pod_security, template_metadata};
 use crate::crd::{StageSpec, StreamPipeline};
+use crate::validate::ValidPipeline;
 
 /// Where the worker reads its configuration inside the Pod.
 pub const CONFIG_DIR: &str = "/etc/millrace";
 /// The worker image's own non-root user (distroless `nonroot`).
 pub const WORKER_USER: i64 = 65532;
 pub const CONFIG_FILE: &str = "pipeline.yaml";
+/// Where the Secret of `kafka.security.tls.secretName` is mounted.
+pub const KAFKA_TLS_DIR: &str = "/etc/millrace/kafka-tls";
 /// Port of `/metrics`, `/healthz` and `/readyz`.
 pub const METRICS_PORT: i32 = 9090;
+
+/// How long a worker Pod has to finish its work after SIGTERM (it commits
+/// what it joined and acknowledges what it forwarded, within seconds).
+pub const GRACE_PERIOD_SECONDS: i64 = 30;
+/// Ordinal 0 of the ingest stage drains the sessions of Pods scaled away
+/// this long after its start: once they are surely gone, past their grace
+/// period (`MILLRACE_DRAIN_DELAY_SECONDS`).
+pub const DRAIN_DELAY_SECONDS: i64 = GRACE_PERIOD_SECONDS + 5;
 
 /// StatefulSet annotation: how many ingest Pods have ever had an MQTT
 /// session (the most replicas the stage had). Sessions of ordinals at or
@@ -65,14 +77,12 @@ impl Stage {
     }
 }
 
-/// The worker's configuration file: the spec's pipeline section, as YAML.
-/// Credentials are never in it: only the names of the Secrets.
-pub fn config_map(p: &StreamPipeline) -> ConfigMap {
-    let mut pipeline = p.spec.pipeline.clone();
-    if p.spec.mosquitto.managed {
-        pipeline.mqtt.url = super::mosquitto::url(p);
-    }
-    let yaml = serde_yaml::to_string(&pipeline).expect("a pipeline always serializes");
+/// The worker's configuration file: the spec's pipeline section with its
+/// defaults resolved, as YAML. Credentials are never in it: only the names
+/// of the Secrets.
+pub fn config_map(valid: &ValidPipeline<'_>) -> ConfigMap {
+    let p = valid.pipeline;
+    let yaml = serde_yaml::to_string(&valid.config).expect("a pipeline always serializes");
     ConfigMap {
         metadata: metadata(p, format!("{}-worker", p.name_any()), "worker-config"),
         data: Some(BTreeMap::from([(CONFIG_FILE.to_string(), yaml)])),
@@ -83,14 +93,24 @@ pub fn config_map(p: &StreamPipeline) -> ConfigMap {
 fn credential_env(p: &StreamPipeline) -> Vec<EnvVar> {
     let mut env = Vec::new();
     if let Some(c) = p.spec.pipeline.influxdb.as_ref().and_then(|i| i.credentials.as_ref()) {
-        env.push(secret_env("MILLRACE_INFLUXDB_USERNAME", &c.secret_name, &c.username_key));
-        env.push(secret_env("MILLRACE_INFLUXDB_PASSWORD", &c.secret_name, &c.password_key));
+        env.extend(login_env("MILLRACE_INFLUXDB", c));
     }
     if let Some(c) = &p.spec.pipeline.mqtt.credentials {
-        env.push(secret_env("MILLRACE_MQTT_USERNAME", &c.secret_name, &c.username_key));
-        env.push(secret_env("MILLRACE_MQTT_PASSWORD", &c.secret_name, &c.password_key));
+        env.extend(login_env("MILLRACE_MQTT", c));
+    }
+    if let Some(c) = kafka_security(p).and_then(|s| s.credentials.as_ref()) {
+        env.extend(login_env("MILLRACE_KAFKA", c));
     }
     env
+}
+
+fn kafka_security(p: &StreamPipeline) -> Option<&millrace_config::KafkaSecurity> {
+    p.spec.pipeline.kafka.as_ref().and_then(|k| k.security.as_ref())
+}
+
+/// The Secret of `kafka.security.tls.secretName`, if any.
+pub fn kafka_tls_secret(p: &StreamPipeline) -> Option<&str> {
+    kafka_security(p).and_then(|s| s.tls.as_ref()).and_then(|t| t.secret_name.as_deref())
 }
 
 fn http_probe(path: &str, period: i32) -> Probe {
@@ -123,7 +143,8 @@ pub fn stage_name(p: &StreamPipeline, stage: Stage) -> String {
 /// The StatefulSet of one stage. `config_hash` rolls it when the
 /// configuration changes; `suspend` scales it to zero. `mqtt_sessions`
 /// (see [`mqtt_sessions`]) matters to the ingest stage only.
-pub fn stateful_set(p: &StreamPipeline, stage: Stage, config_hash: &str, mqtt_sessions: i32) -> StatefulSet {
+pub fn stateful_set(valid: &ValidPipeline<'_>, stage: Stage, config_hash: &str, mqtt_sessions: i32) -> StatefulSet {
+    let p = valid.pipeline;
     let name = stage_name(p, stage);
     let selector = labels(p, stage.name());
     let replicas = if p.spec.suspend { 0 } else { stage.spec(p).replicas };
@@ -143,6 +164,7 @@ pub fn stateful_set(p: &StreamPipeline, stage: Stage, config_hash: &str, mqtt_se
             // Ordinal 0 drains the sessions of ordinals in [replicas, sessions).
             env.push(plain("MILLRACE_REPLICAS", replicas.to_string()));
             env.push(plain("MILLRACE_MQTT_SESSIONS", mqtt_sessions.to_string()));
+            env.push(plain("MILLRACE_DRAIN_DELAY_SECONDS", DRAIN_DELAY_SECONDS.to_string()));
         }
         // Stable names: a restarted Pod takes its partitions back at once.
         Stage::Join => env.push(plain("MILLRACE_STATIC_MEMBERSHIP", "1".into())),
@@ -151,7 +173,7 @@ pub fn stateful_set(p: &StreamPipeline, stage: Stage, config_hash: &str, mqtt_se
     env.extend(credential_env(p));
     let container = Container {
         name: "worker".into(),
-        image: Some(p.spec.workers.image.clone()),
+        image: Some(valid.worker_image.clone()),
         image_pull_policy: p.spec.workers.image_pull_policy.clone(),
         args: Some(
             ["run", "--config", &format!("{CONFIG_DIR}/{CONFIG_FILE}"), "--stage", stage.name()].iter().map(|s| s.to_string()).collect(),
@@ -162,7 +184,11 @@ pub fn stateful_set(p: &StreamPipeline, stage: Stage, config_hash: &str, mqtt_se
         readiness_probe: Some(http_probe("/readyz", 5)),
         resources: stage.spec(p).resources.clone(),
         security_context: Some(pod_security::container(true)),
-        volume_mounts: Some(vec![VolumeMount { name: "config".into(), mount_path: CONFIG_DIR.into(), read_only: Some(true), ..Default::default() }]),
+        volume_mounts: Some(
+            std::iter::once(VolumeMount { name: "config".into(), mount_path: CONFIG_DIR.into(), read_only: Some(true), ..Default::default() })
+                .chain(kafka_tls_secret(p).map(|_| VolumeMount { name: "kafka-tls".into(), mount_path: KAFKA_TLS_DIR.into(), read_only: Some(true), ..Default::default() }))
+                .collect(),
+        ),
         ..Default::default()
     };
     let mut meta = metadata(p, name, stage.name());
@@ -179,17 +205,41 @@ pub fn stateful_set(p: &StreamPipeline, stage: Stage, config_hash: &str, mqtt_se
             selector: LabelSelector { match_labels: Some(selector.clone()), ..Default::default() },
             template: PodTemplateSpec {
                 metadata: Some(template_metadata(selector, config_hash.to_string())),
-                spec: Some(PodSpec {
+                spec: Some(super::placement::placed(p, PodSpec {
                     containers: vec![container],
+                    termination_grace_period_seconds: Some(GRACE_PERIOD_SECONDS),
                     security_context: Some(pod_security::pod(p.spec.user_ids, WORKER_USER)),
-                    volumes: Some(vec![Volume {
-                        name: "config".into(),
-                        config_map: Some(ConfigMapVolumeSource { name: format!("{}-worker", p.name_any()), ..Default::default() }),
-                        ..Default::default()
-                    }]),
+                    volumes: Some(
+                        std::iter::once(Volume {
+                            name: "config".into(),
+                            config_map: Some(ConfigMapVolumeSource { name: format!("{}-worker", p.name_any()), ..Default::default() }),
+                            ..Default::default()
+                        })
+                        .chain(kafka_tls_secret(p).map(|secret| Volume {
+                            name: "kafka-tls".into(),
+                            secret: Some(SecretVolumeSource { secret_name: Some(secret.to_string()), ..Default::default() }),
+                            ..Default::default()
+                        }))
+                        .collect(),
+                    ),
                     ..Default::default()
-                }),
+                })),
             },
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// At most one Pod of a stage is evicted at a time (a node drain, a cluster
+/// upgrade): the stage goes on with the others while it moves, and a single
+/// Pod may still be moved (a budget of zero would block drains).
+pub fn disruption_budget(p: &StreamPipeline, stage: Stage) -> PodDisruptionBudget {
+    PodDisruptionBudget {
+        metadata: metadata(p, stage_name(p, stage), stage.name()),
+        spec: Some(PodDisruptionBudgetSpec {
+            max_unavailable: Some(IntOrString::Int(1)),
+            selector: Some(LabelSelector { match_labels: Some(labels(p, stage.name())), ..Default::default() }),
             ..Default::default()
         }),
         ..Default::default()
@@ -223,6 +273,10 @@ mod tests {
         p
     }
 
+    fn valid(p: &StreamPipeline) -> ValidPipeline<'_> {
+        crate::validate::validate(p, &crate::defaults::OperatorDefaults::default()).unwrap()
+    }
+
     const SPEC: &str = r#"
 apiVersion: millrace.io/v1alpha1
 kind: StreamPipeline
@@ -239,8 +293,8 @@ spec:
     #[test]
     fn a_stateful_set_per_stage_runs_the_worker_safely() {
         let p = pipeline(SPEC);
-        let hash = config_hash(&config_map(&p));
-        let d = stateful_set(&p, Stage::Join, &hash, 1);
+        let hash = config_hash(&config_map(&valid(&p)));
+        let d = stateful_set(&valid(&p), Stage::Join, &hash, 1);
         assert_eq!(d.metadata.name.as_deref(), Some("line-1-join"));
         assert_eq!(d.metadata.namespace.as_deref(), Some("plant"));
         assert_eq!(d.metadata.owner_references.as_ref().unwrap()[0].uid, "0000-uid");
@@ -269,7 +323,7 @@ spec:
     fn suspend_scales_every_stage_to_zero() {
         let p = pipeline(&format!("{SPEC}  suspend: true\n"));
         for stage in Stage::ALL {
-            assert_eq!(stateful_set(&p, stage, "h", 1).spec.unwrap().replicas, Some(0), "{stage:?}");
+            assert_eq!(stateful_set(&valid(&p), stage, "h", 1).spec.unwrap().replicas, Some(0), "{stage:?}");
         }
     }
 
@@ -282,31 +336,68 @@ spec:
     fn ingest_sessions_are_never_forgotten_when_the_stage_shrinks() {
         let p = pipeline(&format!("{SPEC}    ingest: {{replicas: 3}}\n"));
         assert_eq!(mqtt_sessions(&p, None), 3, "a new pipeline: its replicas");
-        let live = stateful_set(&p, Stage::Ingest, "h", mqtt_sessions(&p, None));
+        let live = stateful_set(&valid(&p), Stage::Ingest, "h", mqtt_sessions(&p, None));
         assert_eq!(live.metadata.annotations.as_ref().unwrap()[MQTT_SESSIONS_ANNOTATION], "3");
         // Scaled down to 1: three sessions existed, two are retired.
         let smaller = pipeline(&format!("{SPEC}    ingest: {{replicas: 1}}\n"));
         let sessions = mqtt_sessions(&smaller, Some(&live));
         assert_eq!(sessions, 3);
-        let shrunk = stateful_set(&smaller, Stage::Ingest, "h", sessions);
+        let shrunk = stateful_set(&valid(&smaller), Stage::Ingest, "h", sessions);
         assert_eq!(env_of(&shrunk, "MILLRACE_REPLICAS").as_deref(), Some("1"));
         assert_eq!(env_of(&shrunk, "MILLRACE_MQTT_SESSIONS").as_deref(), Some("3"));
+        // Retired sessions are drained only once their Pods are past their grace period.
+        let grace = shrunk.spec.as_ref().unwrap().template.spec.as_ref().unwrap().termination_grace_period_seconds.unwrap();
+        let delay: i64 = env_of(&shrunk, "MILLRACE_DRAIN_DELAY_SECONDS").unwrap().parse().unwrap();
+        assert!(delay > grace, "drain after {delay} s, grace period {grace} s");
         // And remembered from the annotation once the replicas went down.
         assert_eq!(mqtt_sessions(&smaller, Some(&shrunk)), 3);
-        assert_eq!(env_of(&stateful_set(&p, Stage::Export, "h", 3), "MILLRACE_MQTT_SESSIONS"), None);
+        assert_eq!(env_of(&stateful_set(&valid(&p), Stage::Export, "h", 3), "MILLRACE_MQTT_SESSIONS"), None);
     }
 
     #[test]
     fn the_config_map_holds_the_pipeline_and_a_change_changes_the_hash() {
         let p = pipeline(SPEC);
-        let cm = config_map(&p);
+        let cm = config_map(&valid(&p));
         let yaml = &cm.data.as_ref().unwrap()[CONFIG_FILE];
         let back = millrace_config::PipelineConfig::from_yaml(yaml).unwrap();
-        assert_eq!(back, p.spec.pipeline, "the worker reads what the spec says");
+        assert_eq!(back, crate::defaults::worker_config(&p), "the worker reads what the spec says, defaults resolved");
+        assert_eq!(back.kafka.as_ref().unwrap().group_id.as_deref(), Some("millrace.plant.line-1"), "written out, not left to the worker");
         let mut changed = p.clone();
         changed.spec.pipeline.joins[0].expression = Some("left+right".into());
-        assert_ne!(config_hash(&cm), config_hash(&config_map(&changed)));
-        assert_eq!(config_hash(&cm), config_hash(&config_map(&p)), "stable");
+        assert_ne!(config_hash(&cm), config_hash(&config_map(&valid(&changed))));
+        assert_eq!(config_hash(&cm), config_hash(&config_map(&valid(&p))), "stable");
+    }
+
+    #[test]
+    fn a_secured_kafka_gets_its_login_by_reference_and_its_ca_mounted() {
+        let p = pipeline(&SPEC.replace(
+            r#"kafka: {bootstrapServers: "kafka:9092"}"#,
+            r#"kafka: {bootstrapServers: "kafka:9093", security: {protocol: SASL_SSL, saslMechanism: SCRAM-SHA-512, credentials: {secretName: kafka-user}, tls: {secretName: kafka-tls}}}"#,
+        ));
+        let valid = valid(&p);
+        let security = valid.kafka().security.as_ref().unwrap();
+        assert_eq!(security.tls.as_ref().unwrap().ca_file.as_deref(), Some("/etc/millrace/kafka-tls/ca.crt"), "the mounted CA");
+        let set = stateful_set(&valid, Stage::Join, "h", 1);
+        let pod = set.spec.unwrap().template.spec.unwrap();
+        let c = &pod.containers[0];
+        let password = c.env.as_ref().unwrap().iter().find(|e| e.name == "MILLRACE_KAFKA_PASSWORD").unwrap();
+        assert_eq!(password.value_from.as_ref().unwrap().secret_key_ref.as_ref().unwrap().name, "kafka-user");
+        assert!(c.volume_mounts.as_ref().unwrap().iter().any(|m| m.mount_path == KAFKA_TLS_DIR && m.read_only == Some(true)));
+        let tls = pod.volumes.unwrap().into_iter().find(|v| v.name == "kafka-tls").unwrap();
+        assert_eq!(tls.secret.unwrap().secret_name.as_deref(), Some("kafka-tls"));
+        let yaml = &config_map(&valid).data.unwrap()[CONFIG_FILE];
+        assert!(!yaml.contains("sasl.password") && yaml.contains("secretName: kafka-user"), "only the Secret's name in the ConfigMap: {yaml}");
+    }
+
+    #[test]
+    fn one_pod_of_a_stage_at_a_time_may_be_evicted() {
+        let p = pipeline(SPEC);
+        let budget = disruption_budget(&p, Stage::Join);
+        assert_eq!(budget.metadata.name.as_deref(), Some("line-1-join"));
+        let spec = budget.spec.unwrap();
+        assert_eq!(spec.max_unavailable, Some(IntOrString::Int(1)));
+        let set = stateful_set(&valid(&p), Stage::Join, "h", 1);
+        assert_eq!(spec.selector.unwrap().match_labels, set.spec.unwrap().selector.match_labels, "the budget covers the stage's Pods");
     }
 
     #[test]

@@ -159,10 +159,10 @@ pub fn consumer_config(kafka: &KafkaConfig) -> rdkafka::ClientConfig {
         // StatefulSet pod): a restarted instance takes its partitions back at
         // once, without a rebalance. It does not leave the group on a clean
         // stop, so scaling down waits for the session timeout.
-        config.set("group.instance.id", transactional_id(&kafka.group_id));
+        config.set("group.instance.id", transactional_id(kafka.group_id()));
     }
     config
-        .set("group.id", format!("{}-join", kafka.group_id))
+        .set("group.id", format!("{}-join", kafka.group_id()))
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
@@ -182,21 +182,21 @@ pub fn consumer_config(kafka: &KafkaConfig) -> rdkafka::ClientConfig {
 pub fn run(kafka: &KafkaConfig, rules: &[JoinRuleConfig], health: Arc<Health>, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
     Joiner::new(rules)?; // rules are checked before anything connects
     // Every line this stage logs names the instance (its transactional id).
-    let _span = tracing::info_span!("join", id = %transactional_id(&kafka.group_id)).entered();
+    let _span = tracing::info_span!("join", id = %transactional_id(kafka.group_id())).entered();
     let metrics = health.metrics.stage("join");
     let producer: Arc<ThreadedProducer<DefaultProducerContext>> =
-        Arc::new(producer_config(kafka, &transactional_id(&kafka.group_id)).create()?);
+        Arc::new(producer_config(kafka, &transactional_id(kafka.group_id())).create()?);
     producer.init_transactions(TIMEOUT)?;
     let in_transaction = Arc::new(AtomicBool::new(false));
     let reset = Arc::new(AtomicBool::new(false));
     let context = RebalanceContext { producer: producer.clone(), in_transaction: in_transaction.clone(), reset: reset.clone() };
     let consumer: BaseConsumer<RebalanceContext> = consumer_config(kafka)
         .create_with_context(context)?;
-    consumer.subscribe(&[&kafka.topics.raw.name])?;
-    let (joined_topic, dead_topic) = (kafka.topics.joined.name.as_str(), kafka.topics.dead_letter.name.as_str());
+    consumer.subscribe(&[kafka.topics.raw_name()])?;
+    let (joined_topic, dead_topic) = (kafka.topics.joined_name(), kafka.topics.dead_letter_name());
     let state_reader = state_topic::reader(kafka)?;
     state_topic::ensure(kafka, &state_reader)?;
-    let state_topic_spec = kafka.join_state_spec();
+    let state_topic_spec = kafka.join_state_topic();
     let state_topic_name = state_topic_spec.name.as_str();
 
     let mut partitions: HashMap<i32, PartitionState> = HashMap::new();
@@ -214,6 +214,14 @@ pub fn run(kafka: &KafkaConfig, rules: &[JoinRuleConfig], health: Arc<Health>, s
         if let Some(message) = message {
             let m = match message {
                 Ok(m) => m,
+                // A fatal consumer error (a static member fenced after its
+                // coordinator moved, say) leaves a consumer that never
+                // delivers again: stop, so that the stage is restarted
+                // (its transaction, not committed, is aborted).
+                Err(e @ rdkafka::error::KafkaError::MessageConsumptionFatal(_)) => {
+                    metrics.error("kafka_consume");
+                    anyhow::bail!("the Kafka consumer failed for good ({e}): the join stage stops to be restarted");
+                }
                 Err(e) => {
                     metrics.error("kafka_consume");
                     tracing::warn!(error = %e, "consume failed");
@@ -228,7 +236,7 @@ pub fn run(kafka: &KafkaConfig, rules: &[JoinRuleConfig], health: Arc<Health>, s
             let state = match partitions.entry(partition) {
                 Entry::Occupied(e) => e.into_mut(),
                 Entry::Vacant(e) => {
-                    let position = committed_position(&consumer, &kafka.topics.raw.name, partition)?;
+                    let position = committed_position(&consumer, kafka.topics.raw_name(), partition)?;
                     let mut joiner = Joiner::new(rules)?;
                     let held = state_topic::read(&state_reader, state_topic_name, partition)?;
                     if position == CommitPosition::default() && !held.is_empty() {
@@ -329,7 +337,7 @@ pub fn run(kafka: &KafkaConfig, rules: &[JoinRuleConfig], health: Arc<Health>, s
             // Consumer lag: records in the raw topic not consumed yet.
             let mut lag = 0i64;
             for (partition, state) in &partitions {
-                if let Ok((_, high)) = consumer.fetch_watermarks(&kafka.topics.raw.name, *partition, Duration::from_secs(1)) {
+                if let Ok((_, high)) = consumer.fetch_watermarks(kafka.topics.raw_name(), *partition, Duration::from_secs(1)) {
                     lag += (high - state.next).max(0);
                 }
             }
@@ -421,7 +429,7 @@ fn commit<C: ConsumerContext>(
     health: &Health,
 ) -> anyhow::Result<()> {
     let started = Instant::now();
-    let topic = kafka.topics.raw.name.as_str();
+    let topic = kafka.topics.raw_name();
     let mut offsets = TopicPartitionList::new();
     for (partition, state) in partitions.iter_mut() {
         let (oldest, position) = state.commit_position(*partition, kafka.replay_limit);

@@ -30,17 +30,17 @@ const TIMEOUT: Duration = Duration::from_secs(30);
 /// topic's. The operator does the same with the pipeline's other topics;
 /// this lets a worker run without it.
 pub fn ensure(kafka: &KafkaConfig, reader: &BaseConsumer) -> anyhow::Result<()> {
-    let spec = kafka.join_state_spec();
+    let spec = kafka.join_state_topic();
     let partitions_of = |topic: &str| -> anyhow::Result<Option<i32>> {
         let metadata = reader.fetch_metadata(Some(topic), TIMEOUT)?;
         Ok(metadata.topics().first().filter(|t| t.error().is_none()).map(|t| t.partitions().len() as i32))
     };
-    let raw = partitions_of(&kafka.topics.raw.name)?.unwrap_or(0).max(spec.partitions);
+    let raw = partitions_of(kafka.topics.raw_name())?.unwrap_or(0).max(spec.partitions);
     let admin: AdminClient<DefaultClientContext> = crate::kafka::client_config(kafka).create()?;
     let options = AdminOptions::new().operation_timeout(Some(TIMEOUT)).request_timeout(Some(TIMEOUT));
     let results = match partitions_of(&spec.name)? {
         None => {
-            let mut topic = NewTopic::new(&spec.name, raw, TopicReplication::Fixed(spec.replication_factor));
+            let mut topic = NewTopic::new(&spec.name, raw, TopicReplication::Fixed(spec.replication_for_create()));
             for (k, v) in &spec.config {
                 topic = topic.set(k, v);
             }
@@ -69,7 +69,7 @@ pub fn ensure(kafka: &KafkaConfig, reader: &BaseConsumer) -> anyhow::Result<()> 
 pub fn reader(kafka: &KafkaConfig) -> anyhow::Result<BaseConsumer> {
     let mut config = crate::kafka::client_config(kafka);
     config
-        .set("group.id", format!("{}-join-state-reader", kafka.group_id))
+        .set("group.id", format!("{}-join-state-reader", kafka.group_id()))
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("isolation.level", "read_committed");
