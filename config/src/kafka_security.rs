@@ -8,7 +8,7 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::SecretCredentials;
+use crate::{SecretCredentials, TlsFiles};
 
 /// `kafka.security`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -26,7 +26,8 @@ pub struct KafkaSecurity {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials: Option<SecretCredentials>,
     /// With `SSL` or `SASL_SSL`: the CA to trust and an optional client
-    /// certificate. Without it the system's CA bundle is used.
+    /// certificate. Without it the system's CA bundle is used. A Secret
+    /// named here is mounted into the workers at `/etc/millrace/kafka-tls`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsFiles>,
 }
@@ -83,29 +84,6 @@ impl SaslMechanism {
     }
 }
 
-/// PEM files: a CA and, for mutual TLS, a client certificate and its key.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct TlsFiles {
-    /// On Kubernetes: a Secret in the layout cert-manager writes (`ca.crt`,
-    /// and `tls.crt` with `tls.key` for a client certificate), mounted into
-    /// the workers at `/etc/millrace/kafka-tls`; `caFile` is then
-    /// `/etc/millrace/kafka-tls/ca.crt` unless given, and a client
-    /// certificate is `certificateFile: /etc/millrace/kafka-tls/tls.crt` with
-    /// `keyFile: /etc/millrace/kafka-tls/tls.key`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub secret_name: Option<String>,
-    /// The CA certificates to trust (PEM).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ca_file: Option<String>,
-    /// The client certificate (PEM), for brokers that require one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub certificate_file: Option<String>,
-    /// The client certificate's private key (PEM, unencrypted).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub key_file: Option<String>,
-}
-
 /// librdkafka properties that hold secrets: refused in `kafka.properties`
 /// (a ConfigMap), with where to put them instead.
 pub const SECRET_PROPERTIES: &[(&str, &str)] = &[
@@ -151,9 +129,7 @@ impl KafkaSecurity {
             if !protocol.uses_tls() {
                 return Err(("protocol".into(), "tls needs SSL or SASL_SSL".into()));
             }
-            if tls.certificate_file.is_some() != tls.key_file.is_some() {
-                return Err(("tls".into(), "a client certificate needs both certificateFile and keyFile".into()));
-            }
+            tls.check().map_err(|m| ("tls".to_string(), m))?;
         }
         Ok(())
     }

@@ -20,11 +20,15 @@ use serde::{Deserialize, Serialize};
 pub use millrace_join::rule::{JoinRuleConfig, TimePolicy, DURATION_PATTERN};
 
 pub mod kafka_security;
-pub use kafka_security::{KafkaSecurity, SaslMechanism, SecurityProtocol, TlsFiles};
+pub mod tls;
+pub use kafka_security::{KafkaSecurity, SaslMechanism, SecurityProtocol};
+pub use tls::TlsFiles;
 
 /// What the CRD schema lets through as an MQTT broker URL (the scheme; the
 /// host and port are checked by `PipelineConfig::validate`).
-pub const MQTT_URL_PATTERN: &str = r"^(mqtt|tcp)://[^\s]+$";
+pub const MQTT_URL_PATTERN: &str = r"^(mqtts?|tcp|ssl)://[^\s]+$";
+/// The schemes of an MQTT broker URL, plain first, then over TLS.
+pub const MQTT_SCHEMES: [&str; 4] = ["mqtt", "tcp", "mqtts", "ssl"];
 /// What the CRD schema lets through as an InfluxDB URL.
 pub const HTTP_URL_PATTERN: &str = r"^https?://[^\s]+$";
 
@@ -71,7 +75,8 @@ pub struct PipelineConfig {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct MqttSource {
     /// Broker URL, `mqtt://host:port` (`tcp://` is the same; port 1883
-    /// when left out).
+    /// when left out), or over TLS `mqtts://host:port` (`ssl://` is the
+    /// same; port 8883 when left out).
     #[serde(default = "default_mqtt_url")]
     #[schemars(regex(pattern = MQTT_URL_PATTERN))]
     pub url: String,
@@ -100,6 +105,11 @@ pub struct MqttSource {
     /// Secret the operator maps into them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials: Option<SecretCredentials>,
+    /// With `mqtts://`: the CA to trust (the system's CAs without it) and a
+    /// client certificate for brokers that require one. A Secret named here
+    /// is mounted into the workers at `/etc/millrace/mqtt-tls`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsFiles>,
 }
 
 /// How a wide machine message is read.
@@ -268,6 +278,11 @@ pub struct InfluxDbTarget {
     /// Kubernetes Secret the operator maps into them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials: Option<SecretCredentials>,
+    /// With `https://`: the CA to trust (the system's CAs without it) and a
+    /// client certificate for servers that require one. A Secret named here
+    /// is mounted into the workers at `/etc/millrace/influxdb-tls`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsFiles>,
 }
 
 /// A stream the export stage writes.
@@ -360,9 +375,21 @@ impl PipelineConfig {
             }
             millrace_join::rule::JoinRule::compile(i, rule)?;
         }
-        check_url(&self.mqtt.url, &["mqtt", "tcp"]).map_err(|m| invalid("mqtt.url", &m))?;
+        check_url(&self.mqtt.url, &MQTT_SCHEMES).map_err(|m| invalid("mqtt.url", &m))?;
+        if let Some(tls) = &self.mqtt.tls {
+            if !self.mqtt.uses_tls() {
+                return Err(invalid("mqtt.tls", &format!("TLS settings need an mqtts:// URL, not {:?}", self.mqtt.url)));
+            }
+            tls.check().map_err(|m| invalid("mqtt.tls", &m))?;
+        }
         if let Some(influxdb) = &self.influxdb {
             check_url(&influxdb.url, &["http", "https"]).map_err(|m| invalid("influxdb.url", &m))?;
+            if let Some(tls) = &influxdb.tls {
+                if !influxdb.url.starts_with("https://") {
+                    return Err(invalid("influxdb.tls", &format!("TLS settings need an https:// URL, not {:?}", influxdb.url)));
+                }
+                tls.check().map_err(|m| invalid("influxdb.tls", &m))?;
+            }
         }
         if let Some(kafka) = &self.kafka {
             if let Some((key, instead)) = kafka_security::secret_property(kafka.properties.keys()) {
@@ -483,6 +510,7 @@ impl Default for MqttSource {
             share_group: None,
             max_message_bytes: default_max_message_bytes(),
             credentials: None,
+            tls: None,
         }
     }
 }
@@ -513,6 +541,11 @@ impl MqttSource {
     /// The shared-subscription group, empty for none (the scope when left out).
     pub fn share_group(&self) -> &str {
         self.share_group.as_deref().unwrap_or(STANDALONE_SCOPE)
+    }
+
+    /// Whether the URL asks for TLS (`mqtts://` or `ssl://`).
+    pub fn uses_tls(&self) -> bool {
+        self.url.starts_with("mqtts://") || self.url.starts_with("ssl://")
     }
 }
 
@@ -683,6 +716,22 @@ mod tests {
         assert!(e.starts_with("mqtt.url: "), "{e}");
         let e = PipelineConfig::from_yaml("influxdb: {url: 'ftp://influx'}\n").unwrap_err().to_string();
         assert!(e.starts_with("influxdb.url: "), "{e}");
+    }
+
+    #[test]
+    fn tls_settings_need_a_tls_url_and_a_whole_client_certificate() {
+        assert!(PipelineConfig::from_yaml("mqtt: {url: 'mqtts://broker:8883', tls: {caFile: /ca.crt}}\n").unwrap().mqtt.uses_tls());
+        assert!(PipelineConfig::from_yaml("mqtt: {url: 'ssl://broker'}\n").unwrap().mqtt.uses_tls());
+        for (yaml, field, says) in [
+            ("mqtt: {url: 'mqtt://broker', tls: {caFile: /ca.crt}}", "mqtt.tls", "need an mqtts:// URL"),
+            ("mqtt: {url: 'mqtts://broker', tls: {keyFile: /k.pem}}", "mqtt.tls", "both certificateFile and keyFile"),
+            ("influxdb: {url: 'http://influx:8086', tls: {caFile: /ca.crt}}", "influxdb.tls", "need an https:// URL"),
+            ("influxdb: {url: 'https://influx:8086', tls: {certificateFile: /c.pem}}", "influxdb.tls", "both certificateFile"),
+        ] {
+            let e = PipelineConfig::from_yaml(&format!("{yaml}\n")).unwrap_err().to_string();
+            assert!(e.starts_with(&format!("{field}: ")) && e.contains(says), "{yaml}: {e}");
+        }
+        PipelineConfig::from_yaml("influxdb: {url: 'https://influx:8086', tls: {caFile: /ca.crt}}\n").unwrap();
     }
 
     #[test]

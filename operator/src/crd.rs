@@ -162,6 +162,25 @@ pub struct ManagedMosquitto {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 30000, max = 32767))]
     pub node_port: Option<i32>,
+    /// Serve MQTT over TLS only (port 8883) with the certificate of a
+    /// Secret in the `kubernetes.io/tls` layout cert-manager writes
+    /// (`tls.crt`, `tls.key`, `ca.crt`). The workers trust its `ca.crt`
+    /// unless `pipeline.mqtt.tls` says otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<MosquittoTls>,
+}
+
+/// TLS for the managed Mosquitto.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MosquittoTls {
+    /// The Secret holding `tls.crt`, `tls.key` and `ca.crt`.
+    pub secret_name: String,
+    /// Clients must present a certificate signed by the Secret's CA. The
+    /// workers then present the Secret's own certificate unless
+    /// `pipeline.mqtt.tls` gives theirs.
+    #[serde(default)]
+    pub require_certificate: bool,
 }
 
 /// Grafana for the pipeline.

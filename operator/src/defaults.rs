@@ -41,14 +41,15 @@ pub fn scope(p: &StreamPipeline) -> String {
 pub fn worker_config(p: &StreamPipeline) -> PipelineConfig {
     let mut config = p.spec.pipeline.clone();
     config.fill_names(&scope(p));
-    // A Kafka TLS Secret is mounted at KAFKA_TLS_DIR: its CA by default.
-    let tls = config.kafka.as_mut().and_then(|k| k.security.as_mut()).and_then(|s| s.tls.as_mut());
-    if let Some(tls) = tls.filter(|t| t.secret_name.is_some()) {
-        tls.ca_file.get_or_insert_with(|| format!("{}/ca.crt", crate::children::workers::KAFKA_TLS_DIR));
-    }
     if p.spec.mosquitto.managed {
         config.mqtt.url = crate::children::mosquitto::url(p);
+        // A broker serving TLS: the workers trust its Secret's CA unless
+        // the spec says otherwise.
+        if config.mqtt.tls.is_none() {
+            config.mqtt.tls = crate::children::mosquitto::workers_tls(p);
+        }
     }
+    crate::children::tls_secrets::default_ca_files(&mut config);
     config
 }
 

@@ -11,7 +11,7 @@ use kube::api::Api;
 use kube::Client;
 use millrace_config::KafkaConfig;
 
-use crate::children::workers::KAFKA_TLS_DIR;
+use crate::children::tls_secrets::KAFKA_TLS_DIR;
 
 /// Why the admin client has no login.
 #[derive(Debug, thiserror::Error)]

@@ -44,6 +44,12 @@ pub fn validate<'a>(p: &'a StreamPipeline, operator: &OperatorDefaults) -> Resul
     if let Some(prometheus) = &p.spec.grafana.prometheus {
         millrace_config::check_url(&prometheus.url, &["http", "https"]).map_err(|m| format!("spec.grafana.prometheus.url: {m}"))?;
     }
+    let m = &p.spec.mosquitto;
+    if m.managed && m.node_port.is_some() && !crate::children::mosquitto::authenticated(p) {
+        return Err("spec.mosquitto.nodePort: a NodePort opens the broker on every node, and this one takes anyone's messages; \
+                    give spec.pipeline.mqtt.credentials (the broker then requires that login) or spec.mosquitto.authSecret"
+            .into());
+    }
     check_child_names(p)?;
     Ok(ValidPipeline { pipeline: p, config, worker_image: defaults::worker_image(p, operator) })
 }
@@ -119,6 +125,14 @@ mod tests {
         assert!(validate_(&pipeline(&"g".repeat(32), "")).is_ok(), "no Grafana, no uid");
         let e = validate_(&pipeline(&"g".repeat(32), grafana)).unwrap_err();
         assert!(e.contains("dashboard uid") && e.contains("at most 31 characters"), "{e}");
+    }
+
+    #[test]
+    fn an_anonymous_broker_is_never_opened_on_a_node_port() {
+        let e = validate_(&pipeline("l1", "  mosquitto: {managed: true, nodePort: 31883}\n")).unwrap_err();
+        assert!(e.starts_with("spec.mosquitto.nodePort: ") && e.contains("spec.pipeline.mqtt.credentials"), "{e}");
+        assert!(validate_(&pipeline("l1", "  mosquitto: {managed: true, nodePort: 31883, authSecret: mqtt-users}\n")).is_ok());
+        assert!(validate_(&pipeline("l1", "  mosquitto: {managed: true}\n")).is_ok(), "in the cluster only");
     }
 
     #[test]

@@ -430,7 +430,7 @@ async fn a_resync_of_an_unchanged_pipeline_only_reads() {
     // Every kind of child: workers, a managed broker with a claim, Grafana.
     let raw = unique_name("raw");
     let mut spec = example("steady");
-    spec["spec"]["mosquitto"] = serde_json::json!({"managed": true, "persistenceSize": "1Gi", "nodePort": 31883});
+    spec["spec"]["mosquitto"] = serde_json::json!({"managed": true, "persistenceSize": "1Gi", "nodePort": 31883, "authSecret": "mqtt-users"});
     spec["spec"]["grafana"] = serde_json::json!({"enabled": true});
     // Quantities the server stores in another form (0.5 -> 500m).
     spec["spec"]["workers"]["join"]["resources"] = serde_json::json!({"limits": {"cpu": "0.5", "memory": "256Mi"}, "requests": {"cpu": "0.25"}});
@@ -746,7 +746,7 @@ async fn a_child_the_api_server_refuses_is_reported_on_the_pipeline() {
     for name in ["line-5a", "line-5"] {
         let mut spec = example(name);
         fixtures::on_broker(&mut spec, &broker.bootstrap_servers());
-        spec["spec"]["mosquitto"] = serde_json::json!({"managed": true, "nodePort": node_port});
+        spec["spec"]["mosquitto"] = serde_json::json!({"managed": true, "nodePort": node_port, "authSecret": "mqtt-users"});
         pipelines.create(&PostParams::default(), &serde_json::from_value(spec).unwrap()).await.unwrap();
         if name == "line-5a" {
             wait_for(&pipelines, name, "the first broker", |p| condition(p, "BrokerReady").is_some()).await;

@@ -9,6 +9,10 @@ use crate::{find_binary, StartError};
 pub struct InfluxDb {
     port: u16,
     server: Server,
+    /// With HTTPS: the test CA its certificate is signed by, and a client
+    /// that trusts it.
+    tls: Option<crate::tls::TestCa>,
+    http: ureq::Agent,
     /// With authentication on: the admin's name and password, which
     /// [`InfluxDb::query`] and [`InfluxDb::write`] use.
     admin: Option<(String, String)>,
@@ -20,19 +24,46 @@ pub const INFLUX_ADMIN: &str = "admin";
 
 impl InfluxDb {
     pub fn start() -> Result<Self, StartError> {
-        Self::launch(false)
+        Self::launch(false, false)
     }
 
     /// With `auth-enabled`: an admin user is created first (InfluxDB allows
     /// that one statement without credentials); everything else needs a login.
     pub fn start_with_auth() -> Result<Self, StartError> {
-        Self::launch(true)
+        Self::launch(true, false)
     }
 
-    fn launch(auth: bool) -> Result<Self, StartError> {
+    /// With `auth-enabled` and HTTPS only (`https-enabled`), its certificate
+    /// for `localhost`/127.0.0.1 signed by a CA made here ([`InfluxDb::ca`]).
+    pub fn start_https_with_auth() -> Result<Self, StartError> {
+        Self::launch(true, true)
+    }
+
+    /// The CA of an HTTPS server.
+    pub fn ca(&self) -> &crate::tls::TestCa {
+        self.tls.as_ref().expect("an InfluxDb from start_https_with_auth")
+    }
+
+    fn launch(auth: bool, https: bool) -> Result<Self, StartError> {
         let program = find_binary("influxd")?;
         let dir = new_dir("influxdb")?;
         let (port, rpc_port) = (free_port(), free_port());
+        let (tls, http, https_conf) = if https {
+            let ca = crate::tls::TestCa::new(&dir, "influxdb")?;
+            let server = ca.server("influxdb")?;
+            let conf = format!(
+                "  https-enabled = true\n  https-certificate = \"{}\"\n  https-private-key = \"{}\"\n",
+                server.certificate_file.display(),
+                server.key_file.display()
+            );
+            let root = ureq::tls::Certificate::from_pem(ca.certificate.as_bytes())
+                .map_err(|e| StartError::Failed(format!("influxd: the test CA: {e}")))?;
+            let tls_config = ureq::tls::TlsConfig::builder().root_certs(ureq::tls::RootCerts::new_with_certs(&[root])).build();
+            let agent: ureq::Agent = ureq::Agent::config_builder().tls_config(tls_config).build().into();
+            (Some(ca), agent, conf)
+        } else {
+            (None, ureq::Agent::new_with_defaults(), String::new())
+        };
         let d = dir.display();
         // Only what differs from influxd's defaults: private dirs and ports,
         // no phoning home, no internal monitoring database, quiet logs.
@@ -44,13 +75,13 @@ impl InfluxDb {
              [monitor]\n  store-enabled = false\n\
              [subscriber]\n  enabled = false\n\
              [continuous_queries]\n  enabled = false\n\
-             [http]\n  bind-address = \"127.0.0.1:{port}\"\n  log-enabled = false\n  auth-enabled = {auth}\n\
+             [http]\n  bind-address = \"127.0.0.1:{port}\"\n  log-enabled = false\n  auth-enabled = {auth}\n{https_conf}\
              [logging]\n  level = \"warn\"\n"
         );
         let conf_path = dir.join("influxdb.conf");
         std::fs::write(&conf_path, conf)?;
         let server = Server::spawn("influxd", &program, &["-config".into(), conf_path.display().to_string()], dir.join("log"))?;
-        let mut db = Self { port, server, admin: None, _dir: Dir(dir) };
+        let mut db = Self { port, server, tls, http, admin: None, _dir: Dir(dir) };
         db.wait_ready()?;
         if auth {
             let password = format!("admin-{}", rand::random::<u64>());
@@ -72,9 +103,9 @@ impl InfluxDb {
     }
 
     fn wait_ready(&mut self) -> Result<(), StartError> {
-        let url = format!("{}/ping", self.url());
+        let (url, http) = (format!("{}/ping", self.url()), self.http.clone());
         self.server.wait_until(Duration::from_secs(30), || {
-            matches!(ureq::get(&url).call(), Ok(r) if r.status().as_u16() == 204)
+            matches!(http.get(&url).call(), Ok(r) if r.status().as_u16() == 204)
         })
     }
 
@@ -82,15 +113,16 @@ impl InfluxDb {
         self.port
     }
 
-    /// `http://127.0.0.1:PORT`
+    /// `http://127.0.0.1:PORT` (`https://` with HTTPS on).
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
     /// Runs InfluxQL against `db` and returns the JSON answer.
     pub fn query(&self, db: &str, q: &str) -> anyhow::Result<serde_json::Value> {
         // InfluxDB reads `u` and `p` from the URL only, not from a form body.
-        let mut request = ureq::post(&format!("{}/query", self.url()));
+        let mut request = self.http.post(&format!("{}/query", self.url()));
         for (k, v) in self.login() {
             request = request.query(k, v);
         }
@@ -100,7 +132,7 @@ impl InfluxDb {
 
     /// Writes line protocol (nanosecond precision) into `db`.
     pub fn write(&self, db: &str, lines: &str) -> anyhow::Result<()> {
-        let mut request = ureq::post(&format!("{}/write", self.url())).query("db", db).query("precision", "ns");
+        let mut request = self.http.post(&format!("{}/write", self.url())).query("db", db).query("precision", "ns");
         for (k, v) in self.login() {
             request = request.query(k, v);
         }

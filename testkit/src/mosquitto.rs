@@ -9,26 +9,55 @@ use crate::{find_binary, StartError};
 pub struct Mosquitto {
     port: u16,
     server: Server,
+    /// With TLS: the test CA of its certificate and of the clients' it accepts.
+    tls: Option<crate::tls::TestCa>,
     _dir: Dir,
 }
 
 impl Mosquitto {
     /// An anonymous broker.
     pub fn start() -> Result<Self, StartError> {
-        Self::launch(None)
+        Self::launch(None, false)
     }
 
     /// A broker that accepts only `username` with `password`.
     pub fn start_with_password(username: &str, password: &str) -> Result<Self, StartError> {
-        Self::launch(Some((username, password)))
+        Self::launch(Some((username, password)), false)
     }
 
-    fn launch(auth: Option<(&str, &str)>) -> Result<Self, StartError> {
+    /// A broker on TLS only (`mqtts://`), its certificate for
+    /// `localhost`/127.0.0.1 signed by a CA made here ([`Mosquitto::ca`]),
+    /// that requires a client certificate signed by that CA
+    /// (`require_certificate`) and the login `username` with `password`.
+    pub fn start_tls(username: &str, password: &str) -> Result<Self, StartError> {
+        Self::launch(Some((username, password)), true)
+    }
+
+    /// The CA of a TLS broker.
+    pub fn ca(&self) -> &crate::tls::TestCa {
+        self.tls.as_ref().expect("a Mosquitto from start_tls")
+    }
+
+    fn launch(auth: Option<(&str, &str)>, tls: bool) -> Result<Self, StartError> {
         let program = find_binary("mosquitto")?;
         let dir = new_dir("mosquitto")?;
         let port = free_port();
+        let (ca, tls_conf) = if tls {
+            let ca = crate::tls::TestCa::new(&dir, "mosquitto")?;
+            let server = ca.server("mosquitto")?;
+            let conf = format!(
+                "cafile {}\ncertfile {}\nkeyfile {}\nrequire_certificate true\n",
+                ca.certificate_file.display(),
+                server.certificate_file.display(),
+                server.key_file.display()
+            );
+            (Some(ca), conf)
+        } else {
+            (None, String::new())
+        };
         let mut conf = format!(
             "listener {port} 127.0.0.1\n\
+             {tls_conf}\
              persistence true\n\
              persistence_location {dir}/\n\
              autosave_interval 1\n\
@@ -62,7 +91,7 @@ impl Mosquitto {
         let conf_path = dir.join("mosquitto.conf");
         std::fs::write(&conf_path, conf)?;
         let server = Server::spawn("mosquitto", &program, &["-c".into(), conf_path.display().to_string()], dir.join("log"))?;
-        let mut broker = Self { port, server, _dir: Dir(dir) };
+        let mut broker = Self { port, server, tls: ca, _dir: Dir(dir) };
         broker.wait_ready()?;
         Ok(broker)
     }
@@ -76,9 +105,10 @@ impl Mosquitto {
         self.port
     }
 
-    /// `mqtt://127.0.0.1:PORT`
+    /// `mqtt://127.0.0.1:PORT` (`mqtts://` with TLS).
     pub fn url(&self) -> String {
-        format!("mqtt://127.0.0.1:{}", self.port)
+        let scheme = if self.tls.is_some() { "mqtts" } else { "mqtt" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
     /// Stops the broker (it saves its persistent state first on SIGTERM;

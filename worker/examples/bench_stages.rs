@@ -64,6 +64,7 @@ async fn bench_ingest(messages: u64) -> anyhow::Result<()> {
         Source::Generate { machines: 100, interval: Duration::from_millis(10) },
         Options {
             url: mqtt.url(),
+            tls: None,
             topic: "machines/{thing}".into(),
             qos: 1,
             // 0: as fast as the publisher can; BENCH_RATE paces it.
@@ -165,10 +166,11 @@ async fn bench_export(points: usize) -> anyhow::Result<()> {
         batch_size: 5000,
         flush_interval: Duration::from_millis(200),
         credentials: None,
+        tls: None,
     };
     let health = Arc::new(Health::default());
     let shutdown = CancellationToken::new();
-    let exporter = Exporter::new(InfluxClient::new(&target, None), health);
+    let exporter = Exporter::new(InfluxClient::new(&target, None)?, health);
     exporter.prepare(&shutdown).await?;
     let quantities = ["actSpeed_C11", "vaTorque_C11", "vaCurr_C11", "vaLoad_C11"];
     let start = Instant::now();

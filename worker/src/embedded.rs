@@ -36,7 +36,7 @@ pub async fn run(config: &PipelineConfig, health: Arc<Health>, shutdown: Cancell
     let dead_letters = DeadLetterSink::file(&dead_letter_path)
         .map_err(|e| anyhow::anyhow!("deadLetter.file: cannot open {}: {e}", dead_letter_path.display()))?;
     let joiner = Joiner::new(&config.joins)?;
-    let influx = InfluxClient::new(&target, crate::credentials::from_env("INFLUXDB")?);
+    let influx = InfluxClient::new(&target, crate::credentials::from_env("INFLUXDB")?)?;
     let mqtt_credentials = crate::credentials::from_env("MQTT")?;
 
     let (raw_tx, raw_rx) = mpsc::channel::<Vec<NarrowRecord>>(CHANNEL_CAPACITY);

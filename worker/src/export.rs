@@ -83,9 +83,10 @@ impl Exporter {
         loop {
             match self.client.ensure_database().await {
                 Ok(()) => return Ok(()),
-                // Unreachable, or a database only an admin can create: wait
-                // (not ready) instead of exiting into a crash loop.
-                Err(e) if (e.is_retryable() || matches!(e, InfluxError::MissingDatabase { .. })) && !shutdown.is_cancelled() => {
+                // Unreachable, a login not (yet) known, or a database only
+                // an admin can create: wait (not ready) for someone to fix
+                // it instead of exiting into a crash loop.
+                Err(e) if (e.is_retryable() || e.needs_an_admin()) && !shutdown.is_cancelled() => {
                     self.health.metrics.stage("export").error("influxdb_unavailable");
                     tracing::warn!(error = %e, "InfluxDB not ready for writing yet; retrying");
                     tokio::time::sleep(backoff).await;

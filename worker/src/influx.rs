@@ -1,9 +1,10 @@
 //! The InfluxDB 1.x HTTP API: create the database, write line-protocol
 //! batches (retrying with backoff while the server is away), and query.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use millrace_config::InfluxDbTarget;
+use millrace_config::{InfluxDbTarget, TlsFiles};
 
 use crate::credentials::Credentials;
 use crate::line_protocol::PRECISION;
@@ -23,29 +24,56 @@ pub enum InfluxError {
          (CREATE DATABASE needs admin privilege): create it as an admin, e.g. influx -execute 'CREATE DATABASE \"{database}\"'"
     )]
     MissingDatabase { url: String, database: String },
+    /// The TLS settings cannot be used (a missing or bad file).
+    #[error("InfluxDB at {url}: {detail}")]
+    Tls { url: String, detail: String },
 }
 
 impl InfluxError {
     pub fn is_retryable(&self) -> bool {
         matches!(self, InfluxError::Unavailable { .. })
     }
+
+    /// Refused for a reason only the server's admin can end: a login it
+    /// does not know (401), a user without rights (403), no database.
+    pub fn needs_an_admin(&self) -> bool {
+        matches!(self, InfluxError::MissingDatabase { .. } | InfluxError::Refused { status: 401 | 403, .. })
+    }
 }
 
 #[derive(Clone)]
 pub struct InfluxClient {
-    http: reqwest::Client,
+    /// Replaced when a connection fails over TLS: the next try reads the
+    /// certificate files again (a rotated Secret, a fixed CA).
+    http: Arc<Mutex<reqwest::Client>>,
+    tls: Option<TlsFiles>,
     url: String,
     database: String,
     credentials: Option<Credentials>,
 }
 
 impl InfluxClient {
-    pub fn new(target: &InfluxDbTarget, credentials: Option<Credentials>) -> Self {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .build()
-            .expect("a plain HTTP client always builds");
-        Self { http, url: target.url.trim_end_matches('/').to_string(), database: target.database.clone(), credentials }
+    /// A client for `target`; with `https://`, its TLS files are read here
+    /// (an error names the file and the server).
+    pub fn new(target: &InfluxDbTarget, credentials: Option<Credentials>) -> Result<Self, InfluxError> {
+        let url = target.url.trim_end_matches('/').to_string();
+        let http = http_client(&url, target.tls.as_ref())?;
+        Ok(Self { http: Arc::new(Mutex::new(http)), tls: target.tls.clone(), url, database: target.database.clone(), credentials })
+    }
+
+    fn http(&self) -> reqwest::Client {
+        self.http.lock().expect("never poisoned").clone()
+    }
+
+    /// After a failed HTTPS connection: a client with the files as they are now.
+    fn reload_tls(&self) {
+        if !self.url.starts_with("https://") {
+            return;
+        }
+        match http_client(&self.url, self.tls.as_ref()) {
+            Ok(http) => *self.http.lock().expect("never poisoned") = http,
+            Err(e) => tracing::warn!(error = %e, "cannot read the InfluxDB TLS files; trying the old ones"),
+        }
     }
 
     pub fn database(&self) -> &str {
@@ -60,9 +88,11 @@ impl InfluxClient {
     }
 
     async fn send(&self, req: reqwest::RequestBuilder) -> Result<String, InfluxError> {
-        let response = self.auth(req).send().await.map_err(|e| InfluxError::Unavailable {
-            url: self.url.clone(),
-            detail: without_url(&e),
+        let response = self.auth(req).send().await.map_err(|e| {
+            if e.is_connect() {
+                self.reload_tls();
+            }
+            InfluxError::Unavailable { url: self.url.clone(), detail: without_url(&e) }
         })?;
         let status = response.status();
         let body = response.text().await.unwrap_or_default();
@@ -80,7 +110,7 @@ impl InfluxClient {
     /// which an empty write tells (204 when it does, 404 when not).
     pub async fn ensure_database(&self) -> Result<(), InfluxError> {
         let q = format!("CREATE DATABASE \"{}\"", self.database.replace('"', "\\\""));
-        match self.send(self.http.post(format!("{}/query", self.url)).form(&[("q", q.as_str())])).await {
+        match self.send(self.http().post(format!("{}/query", self.url)).form(&[("q", q.as_str())])).await {
             Ok(_) => Ok(()),
             Err(InfluxError::Refused { status: 403, .. }) => match self.write(String::new()).await {
                 Err(InfluxError::Refused { status: 404, .. }) => {
@@ -95,7 +125,7 @@ impl InfluxClient {
     /// Writes one batch of line protocol (nanosecond timestamps).
     pub async fn write(&self, body: String) -> Result<(), InfluxError> {
         let req = self
-            .http
+            .http()
             .post(format!("{}/write", self.url))
             .query(&[("db", self.database.as_str()), ("precision", PRECISION)])
             .body(body);
@@ -143,10 +173,25 @@ impl InfluxClient {
 
     /// Runs an InfluxQL query and returns the JSON answer.
     pub async fn query(&self, q: &str) -> Result<serde_json::Value, InfluxError> {
-        let req = self.http.get(format!("{}/query", self.url)).query(&[("db", self.database.as_str()), ("q", q)]);
+        let req = self.http().get(format!("{}/query", self.url)).query(&[("db", self.database.as_str()), ("q", q)]);
         let body = self.send(req).await?;
         serde_json::from_str(&body).map_err(|e| InfluxError::Unavailable { url: self.url.clone(), detail: format!("bad JSON answer: {e}") })
     }
+}
+
+/// A client for `url`: with `https://`, trusting `tls`'s CA (the system's
+/// without one) and presenting its client certificate.
+fn http_client(url: &str, tls: Option<&TlsFiles>) -> Result<reqwest::Client, InfluxError> {
+    let config = if url.starts_with("https://") {
+        crate::tls::client_config(tls).map_err(|e| InfluxError::Tls { url: url.into(), detail: e.to_string() })?
+    } else {
+        crate::tls::unused_config()
+    };
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .tls_backend_preconfigured(config)
+        .build()
+        .map_err(|e| InfluxError::Tls { url: url.into(), detail: e.to_string() })
 }
 
 /// reqwest errors can carry the URL with credentials in it; keep the kind.

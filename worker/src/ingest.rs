@@ -80,22 +80,6 @@ pub fn subscription_filters(mqtt: &MqttSource) -> Vec<String> {
         .collect()
 }
 
-/// Splits `mqtt://host:port` into host and port (1883 by default).
-pub fn broker_address(url: &str) -> Result<(String, u16), String> {
-    let rest = url
-        .strip_prefix("mqtt://")
-        .or_else(|| url.strip_prefix("tcp://"))
-        .ok_or_else(|| format!("mqtt.url {url:?}: expected mqtt://host:port"))?;
-    let rest = rest.trim_end_matches('/');
-    match rest.rsplit_once(':') {
-        Some((host, port)) => {
-            let port = port.parse().map_err(|_| format!("mqtt.url {url:?}: bad port {port:?}"))?;
-            Ok((host.to_string(), port))
-        }
-        None => Ok((rest.to_string(), 1883)),
-    }
-}
-
 pub fn qos(level: u8) -> QoS {
     match level {
         0 => QoS::AtMostOnce,
@@ -269,7 +253,16 @@ impl Ingest<'_> {
                             health.set_ready(false);
                         }
                         metrics.error("mqtt_connection");
-                        tracing::warn!(error = %e, retry_in = ?reconnect_backoff, "MQTT connection lost; reconnecting");
+                        let url = &config.mqtt.url;
+                        tracing::warn!(%url, error = %e, retry_in = ?reconnect_backoff, "MQTT connection lost; reconnecting");
+                        // Read the certificates again: a rotated Secret (or
+                        // a fixed CA) takes effect on the next try.
+                        match crate::mqtt_broker::transport(url, config.mqtt.tls.as_ref()) {
+                            Ok(transport) => {
+                                events.mqtt_options.set_transport(transport);
+                            }
+                            Err(e) => tracing::warn!(%url, error = %e, "cannot read the MQTT TLS files; trying the old ones"),
+                        }
                         tokio::time::sleep(reconnect_backoff).await;
                         reconnect_backoff = (reconnect_backoff * 2).min(Duration::from_secs(5));
                     }
@@ -297,8 +290,7 @@ impl Ingest<'_> {
 impl Ingest<'_> {
     /// The options of a persistent session named `client_id`.
     fn mqtt_options(&self, client_id: &str) -> anyhow::Result<MqttOptions> {
-        let (host, port) = broker_address(&self.config.mqtt.url).map_err(anyhow::Error::msg)?;
-        let mut options = MqttOptions::new(client_id, host, port);
+        let mut options = crate::mqtt_broker::options(client_id, &self.config.mqtt.url, self.config.mqtt.tls.as_ref())?;
         options
             .set_keep_alive(Duration::from_secs(30))
             .set_clean_session(false)
@@ -402,12 +394,5 @@ mod tests {
         assert_eq!(subscription_filters(&m), vec!["$share/millrace/machines/#", "$share/millrace/plant/+/state"]);
         m.share_group = Some(String::new());
         assert_eq!(subscription_filters(&m), vec!["machines/#", "plant/+/state"]);
-    }
-
-    #[test]
-    fn broker_urls() {
-        assert_eq!(broker_address("mqtt://mosquitto:1884").unwrap(), ("mosquitto".into(), 1884));
-        assert_eq!(broker_address("mqtt://m").unwrap(), ("m".into(), 1883));
-        assert!(broker_address("http://m").unwrap_err().contains("mqtt.url"));
     }
 }

@@ -61,9 +61,18 @@ struct SimulateArgs {
     /// Time between two messages of one generated machine.
     #[arg(long, default_value = "100ms", value_parser = humantime::parse_duration)]
     interval: std::time::Duration,
-    /// MQTT broker.
+    /// MQTT broker: mqtt://host:port, or mqtts://host:port over TLS.
     #[arg(long, default_value = "mqtt://127.0.0.1:1883", env = "MILLRACE_MQTT_URL")]
     url: String,
+    /// With mqtts://: the CA to trust (PEM); the system's CAs without it.
+    #[arg(long, env = "MILLRACE_MQTT_CA_FILE")]
+    ca_file: Option<String>,
+    /// With mqtts://: a client certificate (PEM), for brokers that require one.
+    #[arg(long, env = "MILLRACE_MQTT_CERTIFICATE_FILE", requires = "key_file")]
+    certificate_file: Option<String>,
+    /// The client certificate's key (PEM).
+    #[arg(long, env = "MILLRACE_MQTT_KEY_FILE", requires = "certificate_file")]
+    key_file: Option<String>,
     /// Topic; {thing} becomes the machine's name.
     #[arg(long, default_value = "machines/{thing}")]
     topic: String,
@@ -251,7 +260,7 @@ fn run(config_path: PathBuf, stage: Option<Stage>, metrics_addr: std::net::Socke
                 let target = config.influxdb.clone().ok_or_else(|| anyhow::anyhow!("influxdb: the export stage needs a target"))?;
                 let producer = kafka::idempotent_producer(&k, "millrace-export")?;
                 let dead_letters = DeadLetterSink::Kafka { producer, topic: k.topics.dead_letter_name().to_string() };
-                let client = millrace_worker::influx::InfluxClient::new(&target, millrace_worker::credentials::from_env("INFLUXDB")?);
+                let client = millrace_worker::influx::InfluxClient::new(&target, millrace_worker::credentials::from_env("INFLUXDB")?)?;
                 export::run_from_kafka(&k, &target, export::Exporter::new(client, health), dead_letters, shutdown).await
             }
             (Some(Stage::Join), Some(k)) => {
@@ -284,8 +293,15 @@ fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
     if matches!(source, Source::Generate { .. }) && args.count.is_none() && args.duration.is_none() {
         anyhow::bail!("generated data never ends: give --count or --duration");
     }
+    let tls = millrace_config::TlsFiles {
+        secret_name: None,
+        ca_file: args.ca_file,
+        certificate_file: args.certificate_file,
+        key_file: args.key_file,
+    };
     let options = Options {
         url: args.url,
+        tls: Some(tls),
         topic: args.topic,
         qos: args.qos,
         rate: args.rate,

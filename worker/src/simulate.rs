@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use rumqttc::{AsyncClient, Event, Packet, QoS};
 use serde_json::{Map, Value};
 
 use millrace_config::PayloadFormat;
@@ -24,6 +24,8 @@ pub enum Source {
 
 pub struct Options {
     pub url: String,
+    /// With `mqtts://`: the CA and client certificate files.
+    pub tls: Option<millrace_config::TlsFiles>,
     /// Topic; `{thing}` is replaced by the machine's name.
     pub topic: String,
     pub qos: u8,
@@ -105,8 +107,8 @@ async fn connection_failure(connection: &mut tokio::task::JoinHandle<anyhow::Res
 }
 
 pub async fn run(source: Source, options: Options) -> anyhow::Result<Summary> {
-    let (host, port) = crate::ingest::broker_address(&options.url).map_err(anyhow::Error::msg)?;
-    let mut mqtt = MqttOptions::new(format!("millrace-simulate-{:08x}", rand::random::<u32>()), host, port);
+    let client_id = format!("millrace-simulate-{:08x}", rand::random::<u32>());
+    let mut mqtt = crate::mqtt_broker::options(&client_id, &options.url, options.tls.as_ref())?;
     mqtt.set_keep_alive(Duration::from_secs(30)).set_inflight(u16::MAX).set_max_packet_size(1 << 20, 1 << 20);
     if let Some(c) = crate::credentials::from_env("MQTT")? {
         mqtt.set_credentials(c.username, c.password);

@@ -334,6 +334,114 @@ fn bad_messages_go_to_the_dead_letters_and_the_good_ones_arrive() {
     assert!(malformed["source"].as_str().unwrap().starts_with("mqtt:machines/"));
 }
 
+/// Every connection of the pipeline over TLS, as a plant's would be:
+/// Mosquitto on `mqtts://` requiring a client certificate and a login,
+/// InfluxDB on `https://` with a user that may only write (Kafka over
+/// SASL_SSL and mTLS: e2e_join_kafka.rs). The worker starts with the wrong
+/// CA for the broker and a login InfluxDB does not know yet: it says which
+/// endpoint fails and why, is not ready and writes nothing; once both
+/// causes are fixed (the right CA in the file, the user created) it goes
+/// on by itself and every record arrives.
+#[test]
+fn the_pipeline_over_tls_says_what_is_wrong_and_recovers_once_it_is_fixed() {
+    if !shared_file_present() {
+        return;
+    }
+    let (mqtt_user, mqtt_password) = ("machines", "mqtt-pw-7f3a");
+    let mqtt = require!(Mosquitto::start_tls(mqtt_user, mqtt_password));
+    let influx = require!(InfluxDb::start_https_with_auth());
+    let dir = tempfile::tempdir().unwrap();
+    let db = unique_name("tls").replace('-', "_");
+    let admin = |q: &str| {
+        let answer = influx.query("", q).unwrap();
+        assert!(answer.pointer("/results/0/error").is_none(), "{q}: {answer}");
+    };
+    admin(&format!("CREATE DATABASE \"{db}\""));
+    let worker_cert = mqtt.ca().client("worker").unwrap();
+    let ca_file = dir.path().join("mqtt-ca.crt");
+    let stranger = millrace_testkit::tls::TestCa::new(dir.path(), "stranger").unwrap();
+    std::fs::copy(&stranger.certificate_file, &ca_file).unwrap();
+    let config = dir.path().join("pipeline.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"mqtt:
+  url: "{mqtt_url}"
+  topics: ["machines/#"]
+  clientId: "{client}"
+  tls: {{caFile: "{ca}", certificateFile: "{cert}", keyFile: "{key}"}}
+joins:
+  - {{name: power, left: 'actSpeed_(C\d+)', right: 'vaTorque_(C\d+)', output: 'derivedPower_$1', expression: '2*pi/60*left*right'}}
+influxdb:
+  url: "{influx_url}"
+  database: "{db}"
+  batchSize: 2000
+  flushInterval: 100ms
+  tls: {{caFile: "{influx_ca}"}}
+deadLetter: {{file: "{dead}"}}
+"#,
+            mqtt_url = mqtt.url(),
+            client = unique_name("w"),
+            ca = ca_file.display(),
+            cert = worker_cert.certificate_file.display(),
+            key = worker_cert.key_file.display(),
+            influx_url = influx.url(),
+            influx_ca = influx.ca().certificate_file.display(),
+            dead = dir.path().join("dead-letters.jsonl").display(),
+        ),
+    )
+    .unwrap();
+    let env = [
+        ("MILLRACE_INSTANCE", "tls"),
+        ("MILLRACE_MQTT_USERNAME", mqtt_user),
+        ("MILLRACE_MQTT_PASSWORD", mqtt_password),
+        ("MILLRACE_INFLUXDB_USERNAME", "writer"),
+        ("MILLRACE_INFLUXDB_PASSWORD", "writer-pw-91c2"),
+    ];
+    let log = dir.path().join("worker.log");
+    let worker = Worker::spawn(&config, None, &env, std::fs::File::create(&log).unwrap().into());
+    let text = || std::fs::read_to_string(&log).unwrap_or_default();
+    wait_for(Duration::from_secs(30), "the worker to say why it cannot reach either server", || {
+        let t = text();
+        t.contains(&mqtt.url()) && t.contains("UnknownIssuer") && t.contains(&influx.url()) && t.contains("401")
+    });
+    assert!(!worker.ready(), "ready without a broker it trusts");
+    assert!(!text().contains(mqtt_password) && !text().contains("writer-pw-91c2"), "a password is in the log:\n{}", text());
+
+    std::fs::copy(&mqtt.ca().certificate_file, &ca_file).unwrap();
+    admin("CREATE USER writer WITH PASSWORD 'writer-pw-91c2'");
+    admin(&format!("GRANT WRITE ON \"{db}\" TO writer"));
+    wait_for(Duration::from_secs(30), "the worker to connect once its CA is right", || worker.ready());
+
+    // The machines publish over TLS too, with a certificate of their own.
+    let machines = mqtt.ca().client("machines").unwrap();
+    let out = Command::new(WORKER)
+        .args(["simulate", "--url", &mqtt.url(), "--rate", "0", "--file", WIDE])
+        .arg("--ca-file")
+        .arg(&mqtt.ca().certificate_file)
+        .arg("--certificate-file")
+        .arg(&machines.certificate_file)
+        .arg("--key-file")
+        .arg(&machines.key_file)
+        .envs([("MILLRACE_MQTT_USERNAME", mqtt_user), ("MILLRACE_MQTT_PASSWORD", mqtt_password)])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "simulate over TLS failed: {}", String::from_utf8_lossy(&out.stderr));
+    wait_for_counts(&influx, &db, &expected());
+    assert!(worker.stop().success());
+
+    // Without a client certificate the broker refuses the machines.
+    let out = Command::new(WORKER)
+        .args(["simulate", "--url", &mqtt.url(), "--rate", "0", "--count", "1", "--machines", "1"])
+        .arg("--ca-file")
+        .arg(&mqtt.ca().certificate_file)
+        .envs([("MILLRACE_MQTT_USERNAME", mqtt_user), ("MILLRACE_MQTT_PASSWORD", mqtt_password)])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the broker took a client without a certificate: {stderr}");
+}
+
 /// The staged pipeline's configuration (topics created on `kafka`).
 fn staged_config(dir: &Path, mqtt: &Mosquitto, influx: &InfluxDb, kafka: &KafkaBroker, db: &str) -> PathBuf {
     let (raw, joined, dead) = (unique_name("raw"), unique_name("joined"), unique_name("dead"));

@@ -24,6 +24,7 @@ pub mod grafana;
 pub mod pod_security;
 pub mod placement;
 pub mod secret_hashes;
+pub mod tls_secrets;
 
 /// Every child a valid pipeline wants, built by [`build`].
 pub struct Children {

@@ -16,8 +16,11 @@ use kube::ResourceExt;
 
 use super::{labels, login_env, metadata, pod_security, config_hash, template_metadata};
 use crate::crd::StreamPipeline;
+use millrace_config::TlsFiles;
 
 pub const MQTT_PORT: i32 = 1883;
+/// The port of a broker serving TLS (`mosquitto.tls`), which serves nothing else.
+pub const MQTTS_PORT: i32 = 8883;
 const COMPONENT: &str = "mosquitto";
 const DEFAULT_IMAGE: &str = "eclipse-mosquitto:2.0";
 /// The Mosquitto image's own non-root user.
@@ -47,9 +50,33 @@ pub fn data_claim(p: &StreamPipeline) -> Option<PersistentVolumeClaim> {
     })
 }
 
+/// The port the broker serves on.
+pub fn port(p: &StreamPipeline) -> i32 {
+    if p.spec.mosquitto.tls.is_some() { MQTTS_PORT } else { MQTT_PORT }
+}
+
 /// The URL the workers use for the managed broker.
 pub fn url(p: &StreamPipeline) -> String {
-    format!("mqtt://{}:{MQTT_PORT}", name(p))
+    let scheme = if p.spec.mosquitto.tls.is_some() { "mqtts" } else { "mqtt" };
+    format!("{scheme}://{}:{}", name(p), port(p))
+}
+
+/// Where the broker finds its TLS Secret's files.
+const TLS_DIR: &str = "/mosquitto/tls";
+
+/// The workers' TLS files for a broker serving TLS: its Secret (whose
+/// `ca.crt` they trust) and, when it requires a certificate, the Secret's
+/// own certificate to present.
+pub fn workers_tls(p: &StreamPipeline) -> Option<TlsFiles> {
+    let tls = p.spec.mosquitto.tls.as_ref()?;
+    let dir = super::tls_secrets::Connection::Mqtt.dir();
+    let client = |file: &str| tls.require_certificate.then(|| format!("{dir}/{file}"));
+    Some(TlsFiles {
+        secret_name: Some(tls.secret_name.clone()),
+        ca_file: None,
+        certificate_file: client("tls.crt"),
+        key_file: client("tls.key"),
+    })
 }
 
 /// Whether the broker requires a login: the workers have credentials, or
@@ -75,18 +102,40 @@ if [ -n "${MQTT_USERNAME:-}" ]; then mosquitto_passwd -b "$file" "$MQTT_USERNAME
 chmod 0440 "$file""#;
 
 /// The readiness probe: a login with the workers' credentials (or an
-/// anonymous one) and a subscription the broker acknowledges.
-const LOGIN_PROBE: &str = r#"if [ -n "${MQTT_USERNAME:-}" ]; then set -- -u "$MQTT_USERNAME" -P "$MQTT_PASSWORD"; fi
-exec mosquitto_sub -h 127.0.0.1 -p 1883 -t millrace/readiness -E "$@""#;
+/// anonymous one) and a subscription the broker acknowledges; over TLS
+/// with the Secret's CA (its names are the Service's, not 127.0.0.1's:
+/// `--insecure` skips only the name check) and, when required, the
+/// Secret's certificate.
+fn login_probe(p: &StreamPipeline) -> String {
+    let mut tls = String::new();
+    if let Some(t) = &p.spec.mosquitto.tls {
+        tls.push_str(&format!(" --cafile {TLS_DIR}/ca.crt --insecure"));
+        if t.require_certificate {
+            tls.push_str(&format!(" --cert {TLS_DIR}/tls.crt --key {TLS_DIR}/tls.key"));
+        }
+    }
+    format!(
+        "if [ -n \"${{MQTT_USERNAME:-}}\" ]; then set -- -u \"$MQTT_USERNAME\" -P \"$MQTT_PASSWORD\"; fi\n\
+         exec mosquitto_sub -h 127.0.0.1 -p {}{tls} -t millrace/readiness -E \"$@\"",
+        port(p)
+    )
+}
 
-/// `mosquitto.conf`: a listener for the cluster, persistence when asked,
-/// the password file when a login is required.
+/// `mosquitto.conf`: a listener for the cluster (TLS only, when asked),
+/// persistence when asked, the password file when a login is required.
 pub fn config_map(p: &StreamPipeline) -> ConfigMap {
     let m = &p.spec.mosquitto;
     let mut conf = format!(
-        "listener {MQTT_PORT}\npersistence {}\npersistence_location /mosquitto/data/\nmax_inflight_messages 0\nmax_queued_messages 1000000\nlog_dest stdout\n",
+        "listener {}\npersistence {}\npersistence_location /mosquitto/data/\nmax_inflight_messages 0\nmax_queued_messages 1000000\nlog_dest stdout\n",
+        port(p),
         m.persistence_size.is_some()
     );
+    if let Some(tls) = &m.tls {
+        conf.push_str(&format!(
+            "cafile {TLS_DIR}/ca.crt\ncertfile {TLS_DIR}/tls.crt\nkeyfile {TLS_DIR}/tls.key\nrequire_certificate {}\n",
+            tls.require_certificate
+        ));
+    }
     if authenticated(p) {
         conf.push_str("allow_anonymous false\npassword_file /mosquitto/auth/passwd\n");
     } else {
@@ -115,6 +164,15 @@ pub fn deployment(p: &StreamPipeline) -> Deployment {
             Volume { name: "data".into(), empty_dir: Some(EmptyDirVolumeSource::default()), ..Default::default() }
         },
     ];
+    if let Some(tls) = &m.tls {
+        mounts.push(VolumeMount { name: "tls".into(), mount_path: TLS_DIR.into(), read_only: Some(true), ..Default::default() });
+        volumes.push(Volume {
+            name: "tls".into(),
+            // Readable by the broker's group (fsGroup) only.
+            secret: Some(SecretVolumeSource { secret_name: Some(tls.secret_name.clone()), default_mode: Some(0o440), ..Default::default() }),
+            ..Default::default()
+        });
+    }
     // The workers' login, for the password file and the readiness probe.
     let login: Vec<EnvVar> = p.spec.pipeline.mqtt.credentials.iter().flat_map(|c| login_env("MQTT", c)).collect();
     let mut init_containers = Vec::new();
@@ -151,10 +209,10 @@ pub fn deployment(p: &StreamPipeline) -> Deployment {
             ..Default::default()
         });
     }
-    let alive = Probe { tcp_socket: Some(TCPSocketAction { port: IntOrString::Int(MQTT_PORT), ..Default::default() }), period_seconds: Some(10), ..Default::default() };
+    let alive = Probe { tcp_socket: Some(TCPSocketAction { port: IntOrString::Int(port(p)), ..Default::default() }), period_seconds: Some(10), ..Default::default() };
     // Ready means a client can log in and subscribe, not just that the port is open.
     let logs_in = Probe {
-        exec: Some(ExecAction { command: Some(vec!["/bin/sh".into(), "-c".into(), LOGIN_PROBE.into()]) }),
+        exec: Some(ExecAction { command: Some(vec!["/bin/sh".into(), "-c".into(), login_probe(p)]) }),
         period_seconds: Some(10),
         timeout_seconds: Some(5),
         ..Default::default()
@@ -173,7 +231,7 @@ pub fn deployment(p: &StreamPipeline) -> Deployment {
                     containers: vec![Container {
                         name: "mosquitto".into(),
                         image: Some(m.image.clone().unwrap_or_else(|| DEFAULT_IMAGE.into())),
-                        ports: Some(vec![ContainerPort { name: Some("mqtt".into()), container_port: MQTT_PORT, protocol: Some("TCP".into()), ..Default::default() }]),
+                        ports: Some(vec![ContainerPort { name: Some(port_name(p).into()), container_port: port(p), protocol: Some("TCP".into()), ..Default::default() }]),
                         env: (!login.is_empty()).then_some(login),
                         readiness_probe: Some(logs_in),
                         liveness_probe: Some(alive),
@@ -194,8 +252,12 @@ pub fn deployment(p: &StreamPipeline) -> Deployment {
     }
 }
 
+fn port_name(p: &StreamPipeline) -> &'static str {
+    if p.spec.mosquitto.tls.is_some() { "mqtts" } else { "mqtt" }
+}
+
 pub fn service(p: &StreamPipeline) -> Service {
-    super::service(p, name(p), COMPONENT, "mqtt", MQTT_PORT, p.spec.mosquitto.node_port)
+    super::service(p, name(p), COMPONENT, port_name(p), port(p), p.spec.mosquitto.node_port)
 }
 
 #[cfg(test)]
@@ -270,6 +332,33 @@ mod tests {
         let outside = service(&pipeline("{managed: true, nodePort: 31883}")).spec.unwrap();
         assert_eq!(outside.type_.as_deref(), Some("NodePort"));
         assert_eq!(outside.ports.unwrap()[0].node_port, Some(31883));
+    }
+
+    #[test]
+    fn a_tls_secret_makes_a_tls_only_broker_the_workers_trust() {
+        let p: StreamPipeline = serde_yaml::from_str(
+            "apiVersion: millrace.io/v1alpha1\nkind: StreamPipeline\nmetadata: {name: l1, namespace: plant, uid: u-1}\nspec:\n  pipeline: {kafka: {bootstrapServers: 'k:9092'}}\n  mosquitto: {managed: true, tls: {secretName: broker-tls, requireCertificate: true}}\n",
+        )
+        .unwrap();
+        let conf = &config_map(&p).data.unwrap()["mosquitto.conf"];
+        assert!(conf.starts_with("listener 8883\n") && !conf.contains("1883"), "{conf}");
+        assert!(conf.contains("certfile /mosquitto/tls/tls.crt\nkeyfile /mosquitto/tls/tls.key\nrequire_certificate true"), "{conf}");
+        assert_eq!(url(&p), "mqtts://l1-mosquitto:8883");
+        let pod = deployment(&p).spec.unwrap().template.spec.unwrap();
+        let tls = pod.volumes.as_ref().unwrap().iter().find(|v| v.name == "tls").unwrap().secret.clone().unwrap();
+        assert_eq!((tls.secret_name.as_deref(), tls.default_mode), (Some("broker-tls"), Some(0o440)));
+        let broker = &pod.containers[0];
+        let probe = &broker.readiness_probe.as_ref().unwrap().exec.as_ref().unwrap().command.as_ref().unwrap()[2];
+        assert!(probe.contains("-p 8883 --cafile /mosquitto/tls/ca.crt --insecure --cert /mosquitto/tls/tls.crt"), "{probe}");
+        assert_eq!(service(&p).spec.unwrap().ports.unwrap()[0].port, 8883);
+        // The workers: the managed broker's URL, its CA and, as it requires
+        // one, its certificate, from the Secret mounted at mqtt-tls.
+        let config = crate::defaults::worker_config(&p);
+        assert_eq!(config.mqtt.url, "mqtts://l1-mosquitto:8883");
+        let files = config.mqtt.tls.unwrap();
+        assert_eq!(files.secret_name.as_deref(), Some("broker-tls"));
+        assert_eq!(files.ca_file.as_deref(), Some("/etc/millrace/mqtt-tls/ca.crt"));
+        assert_eq!(files.client_certificate(), Some(("/etc/millrace/mqtt-tls/tls.crt", "/etc/millrace/mqtt-tls/tls.key")));
     }
 
     #[test]

@@ -65,22 +65,23 @@ pub fn annotate(template: Option<&mut PodTemplateSpec>, hash: Option<String>) {
 }
 
 /// The Secrets the worker Pods read: InfluxDB, MQTT and Kafka credentials
-/// and the Kafka TLS Secret.
+/// and the TLS Secrets of their connections.
 pub fn used_by_workers(p: &StreamPipeline) -> Vec<String> {
     let pipeline = &p.spec.pipeline;
     let influx = pipeline.influxdb.as_ref().and_then(|i| i.credentials.as_ref()).map(|c| c.secret_name.clone());
     let mqtt = pipeline.mqtt.credentials.as_ref().map(|c| c.secret_name.clone());
     let kafka = pipeline.kafka.as_ref().and_then(|k| k.security.as_ref());
     let kafka_login = kafka.and_then(|s| s.credentials.as_ref()).map(|c| c.secret_name.clone());
-    let kafka_tls = super::workers::kafka_tls_secret(p).map(str::to_string);
-    influx.into_iter().chain(mqtt).chain(kafka_login).chain(kafka_tls).collect()
+    let tls = super::tls_secrets::secrets(&crate::defaults::worker_config(p)).into_iter().map(|(_, secret)| secret);
+    influx.into_iter().chain(mqtt).chain(kafka_login).chain(tls).collect()
 }
 
-/// The Secrets the managed Mosquitto reads: the workers' MQTT login and
-/// the more users' password file.
+/// The Secrets the managed Mosquitto reads: the workers' MQTT login, the
+/// more users' password file and its TLS certificate.
 pub fn used_by_broker(p: &StreamPipeline) -> Vec<String> {
     let mqtt = p.spec.pipeline.mqtt.credentials.as_ref().map(|c| c.secret_name.clone());
-    mqtt.into_iter().chain(p.spec.mosquitto.auth_secret.clone()).collect()
+    let tls = p.spec.mosquitto.tls.as_ref().map(|t| t.secret_name.clone());
+    mqtt.into_iter().chain(p.spec.mosquitto.auth_secret.clone()).chain(tls).collect()
 }
 
 /// The Secrets Grafana reads: the admin login a user gave (the generated

@@ -15,7 +15,7 @@ use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::api::core::v1::{
     ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction,
-    ObjectFieldSelector, PodSpec, PodTemplateSpec, Probe, SecretVolumeSource, Service,
+    ObjectFieldSelector, PodSpec, PodTemplateSpec, Probe, Service,
     Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
@@ -31,8 +31,6 @@ pub const CONFIG_DIR: &str = "/etc/millrace";
 /// The worker image's own non-root user (distroless `nonroot`).
 pub const WORKER_USER: i64 = 65532;
 pub const CONFIG_FILE: &str = "pipeline.yaml";
-/// Where the Secret of `kafka.security.tls.secretName` is mounted.
-pub const KAFKA_TLS_DIR: &str = "/etc/millrace/kafka-tls";
 /// Port of `/metrics`, `/healthz` and `/readyz`.
 pub const METRICS_PORT: i32 = 9090;
 
@@ -108,11 +106,6 @@ fn kafka_security(p: &StreamPipeline) -> Option<&millrace_config::KafkaSecurity>
     p.spec.pipeline.kafka.as_ref().and_then(|k| k.security.as_ref())
 }
 
-/// The Secret of `kafka.security.tls.secretName`, if any.
-pub fn kafka_tls_secret(p: &StreamPipeline) -> Option<&str> {
-    kafka_security(p).and_then(|s| s.tls.as_ref()).and_then(|t| t.secret_name.as_deref())
-}
-
 fn http_probe(path: &str, period: i32) -> Probe {
     Probe {
         http_get: Some(HTTPGetAction { path: Some(path.to_string()), port: IntOrString::Int(METRICS_PORT), ..Default::default() }),
@@ -186,7 +179,7 @@ pub fn stateful_set(valid: &ValidPipeline<'_>, stage: Stage, config_hash: &str, 
         security_context: Some(pod_security::container(true)),
         volume_mounts: Some(
             std::iter::once(VolumeMount { name: "config".into(), mount_path: CONFIG_DIR.into(), read_only: Some(true), ..Default::default() })
-                .chain(kafka_tls_secret(p).map(|_| VolumeMount { name: "kafka-tls".into(), mount_path: KAFKA_TLS_DIR.into(), read_only: Some(true), ..Default::default() }))
+                .chain(super::tls_secrets::volume_mounts(&valid.config))
                 .collect(),
         ),
         ..Default::default()
@@ -215,11 +208,7 @@ pub fn stateful_set(valid: &ValidPipeline<'_>, stage: Stage, config_hash: &str, 
                             config_map: Some(ConfigMapVolumeSource { name: format!("{}-worker", p.name_any()), ..Default::default() }),
                             ..Default::default()
                         })
-                        .chain(kafka_tls_secret(p).map(|secret| Volume {
-                            name: "kafka-tls".into(),
-                            secret: Some(SecretVolumeSource { secret_name: Some(secret.to_string()), ..Default::default() }),
-                            ..Default::default()
-                        }))
+                        .chain(super::tls_secrets::volumes(&valid.config))
                         .collect(),
                     ),
                     ..Default::default()
@@ -382,7 +371,7 @@ spec:
         let c = &pod.containers[0];
         let password = c.env.as_ref().unwrap().iter().find(|e| e.name == "MILLRACE_KAFKA_PASSWORD").unwrap();
         assert_eq!(password.value_from.as_ref().unwrap().secret_key_ref.as_ref().unwrap().name, "kafka-user");
-        assert!(c.volume_mounts.as_ref().unwrap().iter().any(|m| m.mount_path == KAFKA_TLS_DIR && m.read_only == Some(true)));
+        assert!(c.volume_mounts.as_ref().unwrap().iter().any(|m| m.mount_path == super::super::tls_secrets::KAFKA_TLS_DIR && m.read_only == Some(true)));
         let tls = pod.volumes.unwrap().into_iter().find(|v| v.name == "kafka-tls").unwrap();
         assert_eq!(tls.secret.unwrap().secret_name.as_deref(), Some("kafka-tls"));
         let yaml = &config_map(&valid).data.unwrap()[CONFIG_FILE];
