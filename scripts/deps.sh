@@ -39,8 +39,9 @@ if [ "$PROFILE" = full ]; then
   # Kafka; Go builds Kubernetes, etcd, CoreDNS and kind (the machine's Go
   # 1.24+ is used: Debian's golang-go is too old); Docker's engine,
   # debootstrap and iptables for the kind cluster and the images built here;
-  # Prometheus for the cluster's scrape checks.
-  APT_PACKAGES+=(mosquitto-clients influxdb-client libssl-dev rsync jq
+  # Prometheus for the cluster's scrape checks; openssl makes the kind
+  # test's broker certificate.
+  APT_PACKAGES+=(mosquitto-clients influxdb-client libssl-dev openssl rsync jq
     openjdk-17-jre-headless maven docker.io debootstrap iptables prometheus binutils)
   # npm for Grafana's schema types; a Node.js already there (with its own
   # npm, as from NodeSource) is used as it is.

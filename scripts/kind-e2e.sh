@@ -246,6 +246,20 @@ MILLRACE_MQTT_PASSWORD=$(head -c 18 /dev/urandom | base64 | tr '/+' '_-')
 export MILLRACE_MQTT_PASSWORD
 k -n "$NS" create secret generic mqtt-login --from-literal=username="$MILLRACE_MQTT_USERNAME" \
   --from-literal=password="$MILLRACE_MQTT_PASSWORD" --dry-run=client -o yaml | k apply -f - >/dev/null
+# The managed broker serves MQTT over TLS only (mosquitto.tls): a CA and a
+# certificate for its Service's names and for localhost (its NodePort as
+# this computer reaches it), made here with openssl in the kubernetes.io/tls
+# layout cert-manager writes.
+TLS_DIR=target/kind-e2e/tls
+rm -rf "$TLS_DIR" && mkdir -p "$TLS_DIR"
+openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=millrace-e2e test CA" \
+  -keyout "$TLS_DIR/ca.key" -out "$TLS_DIR/ca.crt" 2>/dev/null
+openssl req -newkey rsa:2048 -nodes -subj "/CN=$PIPELINE-mosquitto" -keyout "$TLS_DIR/tls.key" -out "$TLS_DIR/tls.csr" 2>/dev/null
+printf 'subjectAltName=DNS:%s,DNS:%s.%s.svc,DNS:localhost,IP:127.0.0.1\n' "$PIPELINE-mosquitto" "$PIPELINE-mosquitto" "$NS" >"$TLS_DIR/san.ext"
+openssl x509 -req -in "$TLS_DIR/tls.csr" -CA "$TLS_DIR/ca.crt" -CAkey "$TLS_DIR/ca.key" -CAcreateserial -days 2 \
+  -extfile "$TLS_DIR/san.ext" -out "$TLS_DIR/tls.crt" 2>/dev/null
+k -n "$NS" create secret generic mosquitto-tls --type=kubernetes.io/tls --from-file="$TLS_DIR/tls.crt" \
+  --from-file="$TLS_DIR/tls.key" --from-file="$TLS_DIR/ca.crt" --dry-run=client -o yaml | k apply -f - >/dev/null
 log "applying scripts/kind/pipeline.yaml (workers $WORKER_IMAGE)"
 k apply -f scripts/kind/pipeline.yaml
 if [ "$MODE" = kind ]; then
@@ -284,7 +298,7 @@ if [ -n "$WORKER" ]; then
   wait_for 120 "localhost:1883 (the managed Mosquitto's NodePort)" port_open 1883
   # The broker takes the workers' login (BrokerReady) and refuses anonymous clients.
   if command -v mosquitto_pub >/dev/null; then
-    if refused=$(mosquitto_pub -h 127.0.0.1 -p 1883 -t machines/anonymous -m '{}' 2>&1); then
+    if refused=$(mosquitto_pub -h 127.0.0.1 -p 1883 --cafile "$TLS_DIR/ca.crt" -t machines/anonymous -m '{}' 2>&1); then
       fail "the managed Mosquitto took an anonymous client"
     fi
     grep -q "not authorised" <<<"$refused" || fail "anonymous publish failed, but not as unauthorised: $refused"
@@ -292,11 +306,11 @@ if [ -n "$WORKER" ]; then
   fi
   publish() {
     if [ -f "$DATA" ]; then
-      log "publishing $DATA to mqtt://127.0.0.1:1883"
-      "$WORKER" simulate --url mqtt://127.0.0.1:1883 --file "$DATA" --retime --rate 1000
+      log "publishing $DATA to mqtts://127.0.0.1:1883"
+      "$WORKER" simulate --url mqtts://127.0.0.1:1883 --ca-file "$TLS_DIR/ca.crt" --file "$DATA" --retime --rate 1000
     else
-      log "publishing generated machines to mqtt://127.0.0.1:1883 ($DATA not found)"
-      "$WORKER" simulate --url mqtt://127.0.0.1:1883 --machines 3 --interval 100ms --duration 15s --rate 300
+      log "publishing generated machines to mqtts://127.0.0.1:1883 ($DATA not found)"
+      "$WORKER" simulate --url mqtts://127.0.0.1:1883 --ca-file "$TLS_DIR/ca.crt" --machines 3 --interval 100ms --duration 15s --rate 300
     fi
   }
 else
@@ -305,9 +319,27 @@ else
   publish() {
     log "publishing generated machines from a Pod (no simulator runs on this computer)"
     k -n "$NS" delete pod millrace-simulate --ignore-not-found --wait=true >/dev/null
-    k -n "$NS" run millrace-simulate --image="$WORKER_IMAGE" --image-pull-policy=Never --restart=Never \
-      --env=MILLRACE_MQTT_USERNAME="$MILLRACE_MQTT_USERNAME" --env=MILLRACE_MQTT_PASSWORD="$MILLRACE_MQTT_PASSWORD" -- \
-      simulate --url "mqtt://$PIPELINE-mosquitto:1883" --machines 3 --interval 100ms --duration 15s --rate 300
+    # The broker's CA from its Secret; the login from the workers' Secret.
+    k -n "$NS" apply -f - >/dev/null <<EOF
+apiVersion: v1
+kind: Pod
+metadata: {name: millrace-simulate}
+spec:
+  restartPolicy: Never
+  securityContext: {runAsNonRoot: true, runAsUser: 65532, seccompProfile: {type: RuntimeDefault}}
+  containers:
+    - name: simulate
+      image: $WORKER_IMAGE
+      imagePullPolicy: Never
+      args: [simulate, --url, "mqtts://$PIPELINE-mosquitto:8883", --ca-file, /tls/ca.crt,
+             --machines, "3", --interval, 100ms, --duration, 15s, --rate, "300"]
+      env:
+        - {name: MILLRACE_MQTT_USERNAME, valueFrom: {secretKeyRef: {name: mqtt-login, key: username}}}
+        - {name: MILLRACE_MQTT_PASSWORD, valueFrom: {secretKeyRef: {name: mqtt-login, key: password}}}
+      securityContext: {allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, capabilities: {drop: [ALL]}}
+      volumeMounts: [{name: tls, mountPath: /tls, readOnly: true}]
+  volumes: [{name: tls, secret: {secretName: mosquitto-tls, items: [{key: ca.crt, path: ca.crt}]}}]
+EOF
     k -n "$NS" wait --for=jsonpath='{.status.phase}'=Succeeded pod/millrace-simulate --timeout=120s
   }
 fi

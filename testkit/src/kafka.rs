@@ -203,12 +203,13 @@ struct NodeSpec {
 }
 
 /// A broker's secured listeners beside its plaintext one (which the
-/// harness itself uses): `SASL_SSL` with SCRAM-SHA-512 and `SSL` that
-/// requires a client certificate, both with a server certificate for
+/// harness itself uses): `SASL_SSL` with SCRAM-SHA-512, SCRAM-SHA-256 and
+/// PLAIN, and `SSL` that requires a client certificate, both with a server certificate for
 /// 127.0.0.1 from a CA made for the broker.
 #[derive(Clone, Debug)]
 pub struct SecureListeners {
-    /// `127.0.0.1:port` of the SASL_SSL (SCRAM-SHA-512) listener.
+    /// `127.0.0.1:port` of the SASL_SSL listener: SCRAM-SHA-512,
+    /// SCRAM-SHA-256 and PLAIN, one user for all three.
     pub sasl_ssl: String,
     /// `127.0.0.1:port` of the SSL listener that requires a client certificate.
     pub mtls: String,
@@ -283,8 +284,10 @@ group.consumer.session.timeout.ms=10000
             )
             .replace("listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT", "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_SSL:SASL_SSL,MTLS:SSL");
         p.push_str(&format!(
-            "sasl.enabled.mechanisms=SCRAM-SHA-512
+            "sasl.enabled.mechanisms=SCRAM-SHA-512,SCRAM-SHA-256,PLAIN
 listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.sasl_ssl.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required user_{user}=\"{password}\";
 listener.name.mtls.ssl.client.auth=required
 ssl.keystore.type=PEM
 ssl.keystore.certificate.chain={chain}
@@ -292,6 +295,8 @@ ssl.keystore.key={key}
 ssl.truststore.type=PEM
 ssl.truststore.certificates={ca}
 ",
+            user = s.username,
+            password = s.password,
             chain = pem_value(&s.server.certificate),
             key = pem_value(&s.server.key),
             ca = pem_value(&std::fs::read_to_string(&s.ca_file).unwrap_or_default()),
@@ -324,7 +329,9 @@ fn format_node(rt: &Runtime, spec: &NodeSpec, quorum: &str, replicas: usize, clu
     if let Some(s) = &spec.secure {
         // The SCRAM user, written with the first metadata (format.log,
         // which holds its salted keys, stays in the broker's directory).
-        cmd.args(["--add-scram", &format!("SCRAM-SHA-512=[name={},password={}]", s.username, s.password)]);
+        for mechanism in ["SCRAM-SHA-512", "SCRAM-SHA-256"] {
+            cmd.args(["--add-scram", &format!("{mechanism}=[name={},password={}]", s.username, s.password)]);
+        }
     }
     let status = cmd
         .stdin(Stdio::null())

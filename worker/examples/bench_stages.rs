@@ -6,13 +6,16 @@
 //!   by the ingest stage, acknowledged after Kafka accepted them;
 //! - export: narrow records written to InfluxDB 1.x in batches;
 //! - join: narrow records already in the raw topic joined and produced to
-//!   the joined topic inside transactions committed every 100 ms.
+//!   the joined topic inside transactions committed every 100 ms;
+//! - tls: ingest and join over plaintext against over TLS (mqtts with a
+//!   client certificate, Kafka SASL_SSL), by turns in the same run.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use millrace_testkit::{InfluxDb, KafkaBroker, Mosquitto};
-use millrace_config::{InfluxDbTarget, KafkaConfig, PipelineConfig};
+use millrace_config::{InfluxDbTarget, KafkaConfig, PipelineConfig, TlsFiles};
+use millrace_worker::credentials::Credentials;
 use millrace_worker::dead_letter::DeadLetterSink;
 use millrace_worker::export::{Batch, Exporter};
 use millrace_worker::health::Health;
@@ -25,46 +28,52 @@ fn counter(health: &Health, name: &str) -> f64 {
     health.metrics.encode().lines().find(|l| l.starts_with(name)).and_then(|l| l.rsplit(' ').next()).and_then(|v| v.parse().ok()).unwrap_or(0.0)
 }
 
-async fn bench_ingest(messages: u64) -> anyhow::Result<()> {
-    let mqtt = Mosquitto::start().map_err(|e| anyhow::anyhow!("{e}"))?;
-    let broker = KafkaBroker::start().map_err(|e| anyhow::anyhow!("{e}"))?;
-    broker.create_topic("bench.raw", 6)?;
-    broker.create_topic("bench.dead", 1)?;
+/// What one run of the ingest stage measured.
+struct IngestRun {
+    elapsed: Duration,
+    records: f64,
+    redelivered: f64,
+    publisher: simulate::Summary,
+}
+
+/// The ingest stage between `mqtt_url` and `kafka` (topics bench.raw and
+/// bench.dead) for `messages` generated wide messages (four quantities
+/// each) published at full speed; done when Kafka accepted every record.
+async fn ingest_once(
+    mqtt_url: &str,
+    mqtt_tls: Option<TlsFiles>,
+    login: Option<Credentials>,
+    kafka_config: &KafkaConfig,
+    messages: u64,
+) -> anyhow::Result<IngestRun> {
     let mut config = PipelineConfig::default();
-    config.mqtt.url = mqtt.url();
+    config.mqtt.url = mqtt_url.to_string();
+    config.mqtt.tls = mqtt_tls.clone();
     config.mqtt.share_group = Some(String::new());
-    let kafka_config = KafkaConfig {
-        bootstrap_servers: broker.bootstrap_servers(),
-        group_id: Some("bench".into()),
-        topics: Default::default(),
-        transaction_interval: Duration::from_millis(100),
-        security: None,
-        properties: Default::default(),
-        replay_limit: 100_000,
-    };
-    let producer = kafka::idempotent_producer(&kafka_config, "bench-ingest")?;
+    let producer = kafka::idempotent_producer(kafka_config, "bench-ingest")?;
     // One MQTT session for both runs of the stage below.
-    config.mqtt.client_id = Some(format!("bench-{}", std::process::id()));
+    config.mqtt.client_id = Some(format!("bench-{}-{:08x}", std::process::id(), rand::random::<u32>()));
     let start_ingest = |health: Arc<Health>, shutdown: CancellationToken| {
-        let (config, producer) = (config.clone(), producer.clone());
+        let (config, producer, login) = (config.clone(), producer.clone(), login.clone());
         tokio::spawn(async move {
             let output = ingest::RecordOutput::Kafka { producer: producer.clone(), topic: "bench.raw".into() };
             let dead = DeadLetterSink::Kafka { producer, topic: "bench.dead".into() };
-            ingest::run(&config, None, output, dead, health, shutdown).await
+            ingest::run(&config, login, output, dead, health, shutdown).await
         })
     };
     let health = Arc::new(Health::default());
     let shutdown = CancellationToken::new();
     let task = start_ingest(health.clone(), shutdown.clone());
     while !health.is_ready() {
+        anyhow::ensure!(!task.is_finished(), "the ingest stage stopped before it was ready");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let start = Instant::now();
-    let summary = simulate::run(
+    let publisher = simulate::run(
         Source::Generate { machines: 100, interval: Duration::from_millis(10) },
         Options {
-            url: mqtt.url(),
-            tls: None,
+            url: mqtt_url.to_string(),
+            tls: mqtt_tls,
             topic: "machines/{thing}".into(),
             qos: 1,
             // 0: as fast as the publisher can; BENCH_RATE paces it.
@@ -107,6 +116,33 @@ async fn bench_ingest(messages: u64) -> anyhow::Result<()> {
     stop_again.cancel();
     second.await??;
     let redelivered = counter(&again, "millrace_records_in_total{stage=\"ingest\"}");
+    Ok(IngestRun { elapsed, records, redelivered, publisher })
+}
+
+fn plain_kafka(bootstrap: String) -> KafkaConfig {
+    KafkaConfig {
+        bootstrap_servers: bootstrap,
+        group_id: Some("bench".into()),
+        topics: millrace_config::Topics {
+            raw: millrace_config::TopicSpec::named("bench.raw"),
+            joined: millrace_config::TopicSpec::named("bench.joined"),
+            dead_letter: millrace_config::TopicSpec::named("bench.dead"),
+            join_state: None,
+        },
+        transaction_interval: Duration::from_millis(100),
+        security: None,
+        properties: Default::default(),
+        replay_limit: 100_000,
+    }
+}
+
+async fn bench_ingest(messages: u64) -> anyhow::Result<()> {
+    let mqtt = Mosquitto::start().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let broker = KafkaBroker::start().map_err(|e| anyhow::anyhow!("{e}"))?;
+    broker.create_topic("bench.raw", 6)?;
+    broker.create_topic("bench.dead", 1)?;
+    let kafka_config = plain_kafka(broker.bootstrap_servers());
+    let IngestRun { elapsed, records, redelivered, publisher: summary } = ingest_once(&mqtt.url(), None, None, &kafka_config, messages).await?;
     println!(
         "ingest: {messages} wide messages ({records} narrow records) MQTT -> Kafka in {:.2} s: {:.0} messages/s, {:.0} records/s; {redelivered} redelivered to the same session afterwards (unacknowledged) (publisher alone: {summary})",
         elapsed.as_secs_f64(),
@@ -221,26 +257,10 @@ async fn bench_export(points: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn bench_join(records: usize) -> anyhow::Result<()> {
+/// `records` narrow records of 60 machines, speed and torque by turns,
+/// into bench.raw.
+fn fill_raw(kafka_config: &KafkaConfig, records: usize) -> anyhow::Result<()> {
     use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
-    let broker = KafkaBroker::start().map_err(|e| anyhow::anyhow!("{e}"))?;
-    for (t, p) in [("bench.raw", 6), ("bench.joined", 6), ("bench.dead", 1)] {
-        broker.create_topic(t, p)?;
-    }
-    let kafka_config = KafkaConfig {
-        bootstrap_servers: broker.bootstrap_servers(),
-        group_id: Some("bench".into()),
-        topics: millrace_config::Topics {
-            raw: millrace_config::TopicSpec::named("bench.raw"),
-            joined: millrace_config::TopicSpec::named("bench.joined"),
-            dead_letter: millrace_config::TopicSpec::named("bench.dead"),
-            join_state: None,
-        },
-        transaction_interval: Duration::from_millis(100),
-        security: None,
-        properties: Default::default(),
-        replay_limit: 100_000,
-    };
     let producer: ThreadedProducer<DefaultProducerContext> =
         kafka::client_config(&kafka_config).set("linger.ms", "20").create()?;
     for i in 0..records {
@@ -263,6 +283,16 @@ fn bench_join(records: usize) -> anyhow::Result<()> {
         }
     }
     producer.flush(Duration::from_secs(120))?;
+    Ok(())
+}
+
+fn bench_join(records: usize) -> anyhow::Result<()> {
+    let broker = KafkaBroker::start().map_err(|e| anyhow::anyhow!("{e}"))?;
+    for (t, p) in [("bench.raw", 6), ("bench.joined", 6), ("bench.dead", 1)] {
+        broker.create_topic(t, p)?;
+    }
+    let kafka_config = plain_kafka(broker.bootstrap_servers());
+    fill_raw(&kafka_config, records)?;
     let warm = Instant::now();
     create_internal_topics(&broker.bootstrap_servers())?;
     println!(
@@ -433,6 +463,90 @@ fn ceiling_transactional_copy(kafka: &KafkaConfig, records: usize) -> anyhow::Re
     Ok(())
 }
 
+/// The price of TLS, measured in one run against the same servers: the
+/// ingest stage from a plaintext Mosquitto to Kafka's plaintext listener,
+/// and from a Mosquitto that requires TLS with a client certificate to
+/// Kafka's SASL_SSL (SCRAM-SHA-512) listener of the same broker, by turns;
+/// then the join stage over each of those two Kafka listeners. Both
+/// Mosquittos require the same login, so only TLS differs.
+async fn bench_tls(messages: u64, join_records: usize) -> anyhow::Result<()> {
+    let started = |e: millrace_testkit::StartError| anyhow::anyhow!("{e}");
+    let (user, password) = ("bench", "bench-password");
+    let plain_mqtt = Mosquitto::start_with_password(user, password).map_err(started)?;
+    let tls_mqtt = Mosquitto::start_tls(user, password).map_err(started)?;
+    let broker = KafkaBroker::start_secured().map_err(started)?;
+    let secure = broker.secure().clone();
+    // The simulator and the Kafka clients read their logins from here.
+    std::env::set_var("MILLRACE_MQTT_USERNAME", user);
+    std::env::set_var("MILLRACE_MQTT_PASSWORD", password);
+    std::env::set_var("MILLRACE_KAFKA_USERNAME", &secure.username);
+    std::env::set_var("MILLRACE_KAFKA_PASSWORD", &secure.password);
+    for (t, p) in [("bench.raw", 6), ("bench.joined", 6), ("bench.dead", 1)] {
+        broker.create_topic(t, p)?;
+    }
+    let plain = plain_kafka(broker.bootstrap_servers());
+    let secured = KafkaConfig {
+        bootstrap_servers: secure.sasl_ssl.clone(),
+        security: Some(millrace_config::KafkaSecurity {
+            protocol: millrace_config::SecurityProtocol::SaslSsl,
+            sasl_mechanism: Some(millrace_config::SaslMechanism::ScramSha512),
+            credentials: None,
+            tls: Some(TlsFiles { ca_file: Some(secure.ca_file.display().to_string()), ..Default::default() }),
+        }),
+        ..plain.clone()
+    };
+    let client = tls_mqtt.ca().client("bench").map_err(started)?;
+    let mqtt_tls = TlsFiles {
+        secret_name: None,
+        ca_file: Some(tls_mqtt.ca().certificate_file.display().to_string()),
+        certificate_file: Some(client.certificate_file.display().to_string()),
+        key_file: Some(client.key_file.display().to_string()),
+    };
+    let login = Some(Credentials { username: user.into(), password: password.into() });
+    let mut rates: [Vec<f64>; 2] = Default::default();
+    for round in 0..4 {
+        let over_tls = round % 2 == 1;
+        let run = if over_tls {
+            ingest_once(&tls_mqtt.url(), Some(mqtt_tls.clone()), login.clone(), &secured, messages).await?
+        } else {
+            ingest_once(&plain_mqtt.url(), None, login.clone(), &plain, messages).await?
+        };
+        let rate = messages as f64 / run.elapsed.as_secs_f64();
+        rates[usize::from(over_tls)].push(rate);
+        println!(
+            "ingest {}: {messages} wide messages ({} narrow records) in {:.2} s: {rate:.0} messages/s; {} redelivered (publisher alone: {})",
+            if over_tls { "over TLS (mqtts with a client certificate, Kafka SASL_SSL SCRAM-SHA-512)" } else { "over plaintext (mqtt, Kafka PLAINTEXT)" },
+            run.records,
+            run.elapsed.as_secs_f64(),
+            run.redelivered,
+            run.publisher,
+        );
+    }
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+    println!(
+        "ingest over TLS: {:.0} messages/s against {:.0} over plaintext ({:.0}%), mean of two runs each",
+        mean(&rates[1]),
+        mean(&rates[0]),
+        100.0 * mean(&rates[1]) / mean(&rates[0])
+    );
+    let filled = plain.clone();
+    tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+        fill_raw(&filled, join_records)?;
+        create_internal_topics(&filled.bootstrap_servers)?;
+        let rules = PipelineConfig::from_yaml(
+            "joins:\n  - {name: power, left: 'actSpeed_(C\\d+)', right: 'vaTorque_(C\\d+)', output: 'power_$1', expression: '2*pi/60*left*right'}\n",
+        )?
+        .joins;
+        for (round, (label, kafka)) in [("over Kafka PLAINTEXT", &plain), ("over Kafka SASL_SSL SCRAM-SHA-512", &secured)].iter().cycle().take(4).enumerate() {
+            let kafka = KafkaConfig { group_id: Some(format!("bench-tls-{round}")), ..(*kafka).clone() };
+            join_stage_once(&kafka, &rules, join_records, label)?;
+        }
+        Ok(())
+    })
+    .await??;
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     // RUST_LOG=info shows what the stages log (reconnects, skipped acknowledgements).
@@ -443,8 +557,8 @@ async fn main() -> anyhow::Result<()> {
     if std::env::var_os("MILLRACE_INSTANCE").is_none() {
         std::env::set_var("MILLRACE_INSTANCE", "bench");
     }
-    // BENCH_STAGES=ingest (or any of join,export,ingest) runs only those.
-    let stages = std::env::var("BENCH_STAGES").unwrap_or_else(|_| "join,export,ingest".into());
+    // BENCH_STAGES=ingest (or any of join,export,ingest,tls) runs only those.
+    let stages = std::env::var("BENCH_STAGES").unwrap_or_else(|_| "join,export,ingest,tls".into());
     let wanted = |stage: &str| stages.split(',').any(|s| s.trim() == stage);
     if wanted("join") {
         let join_records: usize = std::env::var("BENCH_JOIN_RECORDS").ok().and_then(|v| v.parse().ok()).unwrap_or(300_000);
@@ -457,6 +571,11 @@ async fn main() -> anyhow::Result<()> {
     if wanted("ingest") {
         let messages: u64 = std::env::var("BENCH_MESSAGES").ok().and_then(|v| v.parse().ok()).unwrap_or(100_000);
         bench_ingest(messages).await?;
+    }
+    if wanted("tls") {
+        let messages: u64 = std::env::var("BENCH_MESSAGES").ok().and_then(|v| v.parse().ok()).unwrap_or(100_000);
+        let join_records: usize = std::env::var("BENCH_JOIN_RECORDS").ok().and_then(|v| v.parse().ok()).unwrap_or(300_000);
+        bench_tls(messages, join_records).await?;
     }
     Ok(())
 }

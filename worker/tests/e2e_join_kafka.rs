@@ -852,21 +852,29 @@ fn ready(port: u16) -> Option<bool> {
     }
 }
 
-/// SCRAM-SHA-512 over TLS with the broker's CA, and mutual TLS with a
-/// client certificate: each joins the stream exactly (Apache Kafka 4.4
-/// with those listeners, certificates made by the test).
+/// SASL over TLS with the broker's CA (SCRAM-SHA-512, SCRAM-SHA-256 and
+/// PLAIN), and mutual TLS with a client certificate: each joins the stream
+/// exactly (Apache Kafka 4.4 with those listeners, certificates made by
+/// the test).
 #[test]
-fn the_join_stage_works_over_scram_with_tls_and_over_mutual_tls() {
+fn the_join_stage_works_over_sasl_with_tls_and_over_mutual_tls() {
     let broker = require!(KafkaBroker::start_secured());
     let s = broker.secure().clone();
     let (ca, cert, key) = (s.ca_file.display().to_string(), s.client.certificate_file.display().to_string(), s.client.key_file.display().to_string());
-    let scram = format!("  security: {{protocol: SASL_SSL, saslMechanism: SCRAM-SHA-512, tls: {{caFile: '{ca}'}}}}\n");
+    let sasl = |mechanism: &str| format!("  security: {{protocol: SASL_SSL, saslMechanism: {mechanism}, tls: {{caFile: '{ca}'}}}}\n");
+    let (scram512, scram256, plain) = (sasl("SCRAM-SHA-512"), sasl("SCRAM-SHA-256"), sasl("PLAIN"));
     let mtls = format!("  security: {{protocol: SSL, tls: {{caFile: '{ca}', certificateFile: '{cert}', keyFile: '{key}'}}}}\n");
     let login = [("MILLRACE_KAFKA_USERNAME", s.username.as_str()), ("MILLRACE_KAFKA_PASSWORD", s.password.as_str())];
-    for (i, (name, servers, security, env)) in [("SASL_SSL SCRAM", &s.sasl_ssl, &scram, &login[..]), ("mTLS", &s.mtls, &mtls, &[][..])].into_iter().enumerate() {
+    let ways = [
+        ("SASL_SSL SCRAM-SHA-512", &s.sasl_ssl, &scram512, &login[..], 3_000),
+        ("SASL_SSL SCRAM-SHA-256", &s.sasl_ssl, &scram256, &login[..], 1_000),
+        ("SASL_SSL PLAIN", &s.sasl_ssl, &plain, &login[..], 1_000),
+        ("mTLS", &s.mtls, &mtls, &[][..], 3_000),
+    ];
+    for (i, (name, servers, security, env, count)) in ways.into_iter().enumerate() {
         let topics = setup(&broker);
         let dir = tempfile::tempdir().unwrap();
-        let records = stream(3_000, 40 + i as u64);
+        let records = stream(count, 40 + i as u64);
         let want = spec(&records);
         let feeder = feed(broker.bootstrap_servers(), topics.raw.clone(), records, Duration::from_secs(2));
         let log = dir.path().join("worker.log");

@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 
 use millrace_testkit::{require, unique_name, InfluxDb, KafkaBroker, KafkaCluster, Mosquitto};
 
+mod spec_pairs;
+
 const WIDE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/test_events.jsonl");
 const NARROW: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/narrow-events.jsonl");
 const WORKER: &str = env!("CARGO_BIN_EXE_millrace-worker");
@@ -128,29 +130,39 @@ fn simulate(mqtt: &Mosquitto, args: &[&str]) {
     assert!(out.status.success(), "simulate failed: {}", String::from_utf8_lossy(&out.stderr));
 }
 
-/// Input records per quantity, and joined points (distinct thing and time:
-/// two pairs with the same time are one point in InfluxDB).
+/// The join spec's pair set for the recorded machine data and the
+/// pipelines' rule (power from speed and torque, default horizon), worked
+/// out by the tests' own brute force, not by the product.
+fn spec_pairs() -> std::collections::BTreeSet<spec_pairs::Pair> {
+    let records: Vec<serde_json::Value> = std::fs::read_to_string(NARROW).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let (left, right) = (regex::Regex::new(r"^actSpeed_(C\d+)$").unwrap(), regex::Regex::new(r"^vaTorque_(C\d+)$").unwrap());
+    spec_pairs::brute_force(&records, &left, &right, false, Some(spec_pairs::DEFAULT_HORIZON_MS))
+}
+
+/// Input records per quantity, and joined points: distinct thing and time
+/// (the mean of the partners' times, the default policy) of the spec's
+/// pairs, as two pairs with the same time are one point in InfluxDB. (The
+/// joined topic is checked pair by pair where there is one.)
 fn expected() -> BTreeMap<String, f64> {
     let mut want: BTreeMap<String, f64> = BTreeMap::new();
     for line in std::fs::read_to_string(NARROW).unwrap().lines() {
         let v: serde_json::Value = serde_json::from_str(line).unwrap();
         *want.entry(v["quantity"].as_str().unwrap().to_string()).or_default() += 1.0;
     }
-    let out = Command::new(WORKER)
-        .args(["join-file", NARROW, "--left", r"actSpeed_(C\d+)", "--right", r"vaTorque_(C\d+)", "--output", "derivedPower_$1"])
-        .output()
-        .unwrap();
-    let mut points = std::collections::BTreeSet::new();
-    for line in String::from_utf8(out.stdout).unwrap().lines() {
-        let v: serde_json::Value = serde_json::from_str(line).unwrap();
-        points.insert((v["thing"].to_string(), v["phenomenonTime"].to_string()));
-    }
+    let points: std::collections::BTreeSet<(String, i64)> =
+        spec_pairs().into_iter().map(|(thing, _, left_time, _, _, right_time, _)| (thing, (left_time + right_time).div_euclid(2))).collect();
     want.insert("derivedPower_C11".into(), points.len() as f64);
     want
 }
 
+/// Points per quantity in `db` (none while the database does not exist);
+/// any other query error fails the test.
 fn counts(influx: &InfluxDb, db: &str) -> BTreeMap<String, f64> {
-    let answer = influx.query(db, "SELECT count(result) FROM machine GROUP BY quantity").unwrap_or_default();
+    let answer = influx.query(db, "SELECT count(result) FROM machine GROUP BY quantity").expect("InfluxDB answers a query");
+    if let Some(error) = answer.pointer("/results/0/error").and_then(|e| e.as_str()) {
+        assert!(error.contains("database not found"), "query failed: {error}");
+        return BTreeMap::new();
+    }
     let mut got = BTreeMap::new();
     for series in answer.pointer("/results/0/series").and_then(|s| s.as_array()).cloned().unwrap_or_default() {
         let q = series["tags"]["quantity"].as_str().unwrap_or_default().to_string();
@@ -443,7 +455,8 @@ deadLetter: {{file: "{dead}"}}
 }
 
 /// The staged pipeline's configuration (topics created on `kafka`).
-fn staged_config(dir: &Path, mqtt: &Mosquitto, influx: &InfluxDb, kafka: &KafkaBroker, db: &str) -> PathBuf {
+/// The staged pipeline's configuration and its joined topic.
+fn staged_config(dir: &Path, mqtt: &Mosquitto, influx: &InfluxDb, kafka: &KafkaBroker, db: &str) -> (PathBuf, String) {
     let (raw, joined, dead) = (unique_name("raw"), unique_name("joined"), unique_name("dead"));
     kafka.create_topic(&raw, 3).unwrap();
     kafka.create_topic(&joined, 3).unwrap();
@@ -456,7 +469,7 @@ fn staged_config(dir: &Path, mqtt: &Mosquitto, influx: &InfluxDb, kafka: &KafkaB
         unique_name("g")
     ));
     std::fs::write(&path, text).unwrap();
-    path
+    (path, joined)
 }
 
 #[test]
@@ -469,7 +482,7 @@ fn machine_data_flows_through_three_stages_on_kafka() {
     let kafka = require!(KafkaBroker::start());
     let dir = tempfile::tempdir().unwrap();
     let db = unique_name("staged").replace('-', "_");
-    let path = staged_config(dir.path(), &mqtt, &influx, &kafka, &db);
+    let (path, joined) = staged_config(dir.path(), &mqtt, &influx, &kafka, &db);
     let export = Worker::start_stage(&path, Some("export"));
     let join = Worker::start_stage(&path, Some("join"));
     let ingest = Worker::start_stage(&path, Some("ingest"));
@@ -478,6 +491,51 @@ fn machine_data_flows_through_three_stages_on_kafka() {
     for w in [ingest, join, export] {
         assert!(w.stop().success());
     }
+    assert_exactly_the_spec_pairs(&kafka.bootstrap_servers(), &joined);
+}
+
+/// The joined topic (committed records) holds every pair of the spec once
+/// and nothing else: what InfluxDB's merged points cannot show.
+fn assert_exactly_the_spec_pairs(servers: &str, topic: &str) {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::Message;
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", servers)
+        .set("group.id", unique_name("pairs"))
+        .set("isolation.level", "read_committed")
+        .set("enable.partition.eof", "true")
+        .create()
+        .unwrap();
+    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(30)).unwrap();
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for p in metadata.topics()[0].partitions() {
+        tpl.add_partition_offset(topic, p.id(), rdkafka::Offset::Beginning).unwrap();
+    }
+    consumer.assign(&tpl).unwrap();
+    // Read until every partition reached its end (transaction markers and
+    // aborted records included, which an offset count would not tell).
+    let mut at_end = std::collections::BTreeSet::new();
+    let mut pairs: BTreeMap<spec_pairs::Pair, usize> = BTreeMap::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while at_end.len() < tpl.count() {
+        assert!(Instant::now() < deadline, "the joined topic {topic} was not read to its end within 60 s");
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) => {
+                let v: serde_json::Value = serde_json::from_slice(m.payload().unwrap()).unwrap();
+                *pairs.entry(spec_pairs::pair_of(&v)).or_default() += 1;
+            }
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => {
+                at_end.insert(p);
+            }
+            Some(Err(e)) => panic!("reading {topic}: {e}"),
+            None => {}
+        }
+    }
+    let want = spec_pairs();
+    let doubled = pairs.values().filter(|n| **n > 1).count();
+    let missing = want.iter().filter(|p| !pairs.contains_key(*p)).count();
+    let extra = pairs.keys().filter(|p| !want.contains(*p)).count();
+    assert_eq!((doubled, missing, extra), (0, 0, 0), "joined topic against the spec's {} pairs: {doubled} doubled, {missing} missing, {extra} not pairs", want.len());
 }
 
 /// InfluxDB with authentication and a user that may only write, as a plant's
@@ -495,7 +553,7 @@ fn an_influxdb_user_that_may_only_write_works_once_its_database_exists() {
     let kafka = require!(KafkaBroker::start());
     let dir = tempfile::tempdir().unwrap();
     let db = unique_name("writeonly").replace('-', "_");
-    let path = staged_config(dir.path(), &mqtt, &influx, &kafka, &db);
+    let (path, _) = staged_config(dir.path(), &mqtt, &influx, &kafka, &db);
     let admin = |q: &str| {
         let answer = influx.query("", q).unwrap();
         assert!(answer.pointer("/results/0/error").is_none(), "{q}: {answer}");
@@ -709,6 +767,7 @@ fn three_stages_through(kafka: &mut dyn KafkaFault) {
     for w in workers {
         assert!(w.stop().success());
     }
+    assert_exactly_the_spec_pairs(&servers, &joined);
 }
 
 #[test]
