@@ -46,6 +46,9 @@ pub struct Metrics {
     pub join_expired_pairs: Counter,
     /// Join stage: records and tombstones written to the join state topic.
     pub join_state_writes: Counter,
+    /// Join stage: raw partitions this worker holds now (0 between a
+    /// revocation and the next assignment).
+    pub join_assigned_partitions: Gauge,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -80,6 +83,8 @@ impl Default for Metrics {
         registry.register("join_expired_pairs", "Pairs emitted when their record expired beyond the stateHorizon, without its next", join_expired_pairs.clone());
         let join_state_writes = Counter::default();
         registry.register("join_state_writes", "Held records and tombstones the join stage wrote to its state topic", join_state_writes.clone());
+        let join_assigned_partitions = Gauge::default();
+        registry.register("join_assigned_partitions", "Raw topic partitions the join stage holds now", join_assigned_partitions.clone());
         Self {
             registry,
             records_in,
@@ -93,6 +98,7 @@ impl Default for Metrics {
             join_expired_records,
             join_expired_pairs,
             join_state_writes,
+            join_assigned_partitions,
         }
     }
 }

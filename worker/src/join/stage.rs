@@ -104,6 +104,7 @@ struct RebalanceContext {
     producer: Arc<ThreadedProducer<DefaultProducerContext>>,
     in_transaction: Arc<AtomicBool>,
     reset: Arc<AtomicBool>,
+    health: Arc<Health>,
 }
 
 impl ClientContext for RebalanceContext {}
@@ -117,6 +118,7 @@ impl ConsumerContext for RebalanceContext {
                 }
             }
             tracing::info!(partitions = tpl.count(), "partitions revoked; state dropped");
+            self.health.metrics.join_assigned_partitions.set(0);
             self.reset.store(true, Ordering::SeqCst);
         }
     }
@@ -124,6 +126,7 @@ impl ConsumerContext for RebalanceContext {
     fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(tpl) = rebalance {
             tracing::info!(partitions = tpl.count(), "partitions assigned");
+            self.health.metrics.join_assigned_partitions.set(tpl.count() as i64);
             self.reset.store(true, Ordering::SeqCst);
         }
     }
@@ -189,7 +192,7 @@ pub fn run(kafka: &KafkaConfig, rules: &[JoinRuleConfig], health: Arc<Health>, s
     producer.init_transactions(TIMEOUT)?;
     let in_transaction = Arc::new(AtomicBool::new(false));
     let reset = Arc::new(AtomicBool::new(false));
-    let context = RebalanceContext { producer: producer.clone(), in_transaction: in_transaction.clone(), reset: reset.clone() };
+    let context = RebalanceContext { producer: producer.clone(), in_transaction: in_transaction.clone(), reset: reset.clone(), health: health.clone() };
     let consumer: BaseConsumer<RebalanceContext> = consumer_config(kafka)
         .create_with_context(context)?;
     consumer.subscribe(&[kafka.topics.raw_name()])?;
