@@ -329,6 +329,11 @@ fn bad_messages_go_to_the_dead_letters_and_the_good_ones_arrive() {
     want.insert("vaLoad_C11".to_string(), 3.0);
     want.insert("vaCurr_C11".to_string(), 1.0);
     wait_for_counts(&influx, &db, &want);
+    // Each bad message counted once under its reason, by the stage that met it.
+    for reason in corpus.iter().map(|(_, r)| *r).filter(|r| !r.is_empty()).chain(["oversized"]) {
+        let counted = worker.metric(&format!("millrace_dead_letters_total{{stage=\"ingest\",reason=\"{reason}\"}}"));
+        assert_eq!(counted, 1.0, "millrace_dead_letters_total for {reason}");
+    }
     assert!(worker.stop().success());
 
     let letters: Vec<serde_json::Value> = std::fs::read_to_string(dir.path().join("dead-letters.jsonl"))
@@ -403,12 +408,17 @@ deadLetter: {{file: "{dead}"}}
         ),
     )
     .unwrap();
+    // The InfluxDB login from files, as from a mounted Secret.
+    let (user_file, password_file) = (dir.path().join("influx-username"), dir.path().join("influx-password"));
+    std::fs::write(&user_file, "writer\n").unwrap();
+    std::fs::write(&password_file, "writer-pw-91c2\n").unwrap();
+    let (user_file, password_file) = (user_file.display().to_string(), password_file.display().to_string());
     let env = [
         ("MILLRACE_INSTANCE", "tls"),
         ("MILLRACE_MQTT_USERNAME", mqtt_user),
         ("MILLRACE_MQTT_PASSWORD", mqtt_password),
-        ("MILLRACE_INFLUXDB_USERNAME", "writer"),
-        ("MILLRACE_INFLUXDB_PASSWORD", "writer-pw-91c2"),
+        ("MILLRACE_INFLUXDB_USERNAME_FILE", user_file.as_str()),
+        ("MILLRACE_INFLUXDB_PASSWORD_FILE", password_file.as_str()),
     ];
     let log = dir.path().join("worker.log");
     let worker = Worker::spawn(&config, None, &env, std::fs::File::create(&log).unwrap().into());
