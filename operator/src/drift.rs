@@ -21,8 +21,9 @@ fn holds(actual: &Value, desired: &Value, quantities: bool) -> bool {
     match (desired, actual) {
         (Value::Object(want), Value::Object(have)) => want.iter().all(|(key, want)| match have.get(key) {
             Some(have) => holds(have, want, quantities || key == "limits" || key == "requests"),
-            // The server drops empty values instead of storing them.
-            None => is_empty(want),
+            // The server drops empty values instead of storing them, and
+            // Go's `omitempty` drops false, 0 and "" (`readOnly: false`).
+            None => is_empty(want) || matches!(want, Value::Bool(false)) || want.as_f64() == Some(0.0) || want.as_str() == Some(""),
         }),
         // Lists are owned whole (containers, ports, env): same length,
         // element by element.
@@ -135,6 +136,15 @@ fn key_matches(item: &Value, key: &str, value: &Value) -> bool {
 mod tests {
     use super::drifted;
     use serde_json::json;
+
+    #[test]
+    fn zero_values_the_server_leaves_out_are_not_drift() {
+        let desired = json!({"spec": {"volumeMounts": [{"name": "auth", "mountPath": "/a", "readOnly": false}], "replicas": 0}});
+        let actual = json!({"spec": {"volumeMounts": [{"name": "auth", "mountPath": "/a"}]}});
+        assert!(!drifted(&desired, &actual));
+        let hand_edited = json!({"spec": {"volumeMounts": [{"name": "auth", "mountPath": "/a", "readOnly": true}]}});
+        assert!(drifted(&desired, &hand_edited));
+    }
 
     #[test]
     fn fields_added_by_the_server_are_not_drift() {

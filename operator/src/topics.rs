@@ -97,7 +97,7 @@ pub async fn ensure(clients: &AdminClients, kafka: &KafkaConfig, auth: &[(String
     let admin = clients.get(kafka, auth)?;
     let existing = partitions_in_broker(&admin, &wanted(kafka)).await.map_err(unreachable)?;
     let options = AdminOptions::new().operation_timeout(Some(TIMEOUT)).request_timeout(Some(TIMEOUT));
-    let mut statuses = Vec::new();
+    let mut changed = false;
     for spec in &wanted(kafka) {
         let failed = |detail: String| TopicsError::Failed { topic: spec.name.clone(), detail };
         match existing.iter().find(|(name, _)| *name == spec.name).map(|(_, p)| *p) {
@@ -118,6 +118,7 @@ pub async fn ensure(clients: &AdminClients, kafka: &KafkaConfig, auth: &[(String
                     }
                 }
                 tracing::info!(topic = %spec.name, partitions = spec.partitions, "created topic");
+                changed = true;
             }
             Some(actual) if actual < spec.partitions => {
                 let increase = NewPartitions::new(&spec.name, spec.partitions as usize);
@@ -125,6 +126,7 @@ pub async fn ensure(clients: &AdminClients, kafka: &KafkaConfig, auth: &[(String
                     r.map_err(|(_, code)| failed(format!("cannot add partitions: {code}")))?;
                 }
                 tracing::info!(topic = %spec.name, from = actual, to = spec.partitions, "increased partitions");
+                changed = true;
             }
             Some(actual) if actual > spec.partitions => {
                 return Err(TopicsError::PartitionDecrease { topic: spec.name.clone(), actual, wanted: spec.partitions });
@@ -138,9 +140,31 @@ pub async fn ensure(clients: &AdminClients, kafka: &KafkaConfig, auth: &[(String
                 }
             }
         }
-        statuses.push(TopicStatus { name: spec.name.clone(), partitions: spec.partitions });
     }
-    Ok(statuses)
+    // The status says what the broker serves: after a change, only once its
+    // metadata shows every topic with the partitions asked for.
+    let mut served = existing;
+    if changed {
+        let deadline = std::time::Instant::now() + TIMEOUT;
+        loop {
+            served = partitions_in_broker(&admin, &wanted(kafka)).await.map_err(unreachable)?;
+            let lagging = wanted(kafka).into_iter().find(|spec| !served.iter().any(|(name, p)| *name == spec.name && *p >= spec.partitions));
+            match lagging {
+                None => break,
+                Some(spec) if std::time::Instant::now() >= deadline => {
+                    return Err(TopicsError::Failed { topic: spec.name, detail: "made, but the broker does not serve all its partitions yet".into() });
+                }
+                Some(_) => tokio::time::sleep(std::time::Duration::from_millis(200)).await,
+            }
+        }
+    }
+    Ok(wanted(kafka)
+        .into_iter()
+        .map(|spec| {
+            let partitions = served.iter().find(|(name, _)| *name == spec.name).map_or(spec.partitions, |(_, p)| *p);
+            TopicStatus { name: spec.name, partitions }
+        })
+        .collect())
 }
 
 /// Whether the broker already holds the spec's configs for a topic: only
