@@ -271,7 +271,7 @@ fn fill_raw(kafka_config: &KafkaConfig, records: usize) -> anyhow::Result<()> {
             1_700_000_000_000i64 + (i / 60) as i64,
             (i % 997) as f64 * 0.5
         );
-        let mut record = BaseRecord::to("bench.raw").key(&thing).payload(&value);
+        let mut record = BaseRecord::to(kafka_config.topics.raw_name()).key(&thing).payload(&value);
         loop {
             match producer.send(record) {
                 Ok(()) => break,
@@ -379,8 +379,19 @@ fn create_internal_topics(bootstrap: &str) -> anyhow::Result<()> {
     let consumer: BaseConsumer = ClientConfig::new().set("bootstrap.servers", bootstrap).set("group.id", "bench-warm-up").create()?;
     let mut tpl = rdkafka::TopicPartitionList::new();
     tpl.add_partition("bench.raw", 0);
-    consumer.committed_offsets(tpl, timeout)?;
-    Ok(())
+    // The group coordinator answers NotCoordinator while __consumer_offsets
+    // is being made: ask again.
+    let started = Instant::now();
+    loop {
+        match consumer.committed_offsets(tpl.clone(), timeout) {
+            Ok(_) => return Ok(()),
+            Err(e) if started.elapsed() < timeout => {
+                eprintln!("waiting for the group coordinator: {e}");
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
 }
 
 /// The ceiling for the join stage: the same client (rdkafka, the same
@@ -529,6 +540,16 @@ async fn bench_tls(messages: u64, join_records: usize) -> anyhow::Result<()> {
         mean(&rates[0]),
         100.0 * mean(&rates[1]) / mean(&rates[0])
     );
+    // The join reads topics of its own: bench.raw holds what ingest wrote.
+    broker.create_topic("bench.tls.raw", 6)?;
+    broker.create_topic("bench.tls.joined", 6)?;
+    let on_own_topics = |kafka: &KafkaConfig| {
+        let mut kafka = kafka.clone();
+        kafka.topics.raw = millrace_config::TopicSpec::named("bench.tls.raw");
+        kafka.topics.joined = millrace_config::TopicSpec::named("bench.tls.joined");
+        kafka
+    };
+    let (plain, secured) = (on_own_topics(&plain), on_own_topics(&secured));
     let filled = plain.clone();
     tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
         fill_raw(&filled, join_records)?;
