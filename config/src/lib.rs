@@ -545,8 +545,13 @@ impl MqttSource {
 
     /// Whether the URL asks for TLS (`mqtts://` or `ssl://`).
     pub fn uses_tls(&self) -> bool {
-        self.url.starts_with("mqtts://") || self.url.starts_with("ssl://")
+        mqtt_url_uses_tls(&self.url)
     }
+}
+
+/// Whether an MQTT broker URL asks for TLS (`mqtts://` or `ssl://`).
+pub fn mqtt_url_uses_tls(url: &str) -> bool {
+    url.starts_with("mqtts://") || url.starts_with("ssl://")
 }
 
 impl Topics {

@@ -95,10 +95,11 @@ pub async fn ensure(clients: &AdminClients, kafka: &KafkaConfig, auth: &[(String
     let servers = kafka.bootstrap_servers.clone();
     let unreachable = |detail: String| TopicsError::Unreachable { servers: servers.clone(), detail };
     let admin = clients.get(kafka, auth)?;
-    let existing = partitions_in_broker(&admin, &wanted(kafka)).await.map_err(unreachable)?;
+    let topics = wanted(kafka);
+    let existing = partitions_in_broker(&admin, &topics).await.map_err(unreachable)?;
     let options = AdminOptions::new().operation_timeout(Some(TIMEOUT)).request_timeout(Some(TIMEOUT));
     let mut changed = false;
-    for spec in &wanted(kafka) {
+    for spec in &topics {
         let failed = |detail: String| TopicsError::Failed { topic: spec.name.clone(), detail };
         match existing.iter().find(|(name, _)| *name == spec.name).map(|(_, p)| *p) {
             None => {
@@ -147,18 +148,18 @@ pub async fn ensure(clients: &AdminClients, kafka: &KafkaConfig, auth: &[(String
     if changed {
         let deadline = std::time::Instant::now() + TIMEOUT;
         loop {
-            served = partitions_in_broker(&admin, &wanted(kafka)).await.map_err(unreachable)?;
-            let lagging = wanted(kafka).into_iter().find(|spec| !served.iter().any(|(name, p)| *name == spec.name && *p >= spec.partitions));
+            served = partitions_in_broker(&admin, &topics).await.map_err(unreachable)?;
+            let lagging = topics.iter().find(|spec| !served.iter().any(|(name, p)| *name == spec.name && *p >= spec.partitions));
             match lagging {
                 None => break,
                 Some(spec) if std::time::Instant::now() >= deadline => {
-                    return Err(TopicsError::Failed { topic: spec.name, detail: "made, but the broker does not serve all its partitions yet".into() });
+                    return Err(TopicsError::Failed { topic: spec.name.clone(), detail: "made, but the broker does not serve all its partitions yet".into() });
                 }
                 Some(_) => tokio::time::sleep(std::time::Duration::from_millis(200)).await,
             }
         }
     }
-    Ok(wanted(kafka)
+    Ok(topics
         .into_iter()
         .map(|spec| {
             let partitions = served.iter().find(|(name, _)| *name == spec.name).map_or(spec.partitions, |(_, p)| *p);

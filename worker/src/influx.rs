@@ -65,11 +65,9 @@ impl InfluxClient {
         self.http.lock().expect("never poisoned").clone()
     }
 
-    /// After a failed HTTPS connection: a client with the files as they are now.
+    /// After a failed connection: a client with the TLS files as they are
+    /// now (for plain HTTP the same client again).
     fn reload_tls(&self) {
-        if !self.url.starts_with("https://") {
-            return;
-        }
         match http_client(&self.url, self.tls.as_ref()) {
             Ok(http) => *self.http.lock().expect("never poisoned") = http,
             Err(e) => tracing::warn!(error = %e, "cannot read the InfluxDB TLS files; trying the old ones"),

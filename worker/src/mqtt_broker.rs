@@ -33,15 +33,10 @@ pub fn broker_address(url: &str) -> Result<(String, u16), String> {
     Ok((host.to_string(), port))
 }
 
-/// Whether `url` asks for TLS.
-pub fn uses_tls(url: &str) -> bool {
-    url.starts_with("mqtts://") || url.starts_with("ssl://")
-}
-
 /// The transport for `url`: TLS built from `tls` (read now, so that a
 /// reconnect after a certificate rotation reads the new files), or TCP.
 pub fn transport(url: &str, tls: Option<&TlsFiles>) -> Result<Transport, TlsError> {
-    if !uses_tls(url) {
+    if !millrace_config::mqtt_url_uses_tls(url) {
         return Ok(Transport::Tcp);
     }
     let config = crate::tls::client_config(tls)?;
